@@ -1,0 +1,27 @@
+# Two commands on a fresh machine: `make run` (the main job) and `make test` (the suite).
+# Both create and fill .venv on first use (a few minutes: torch, IREE, transformers).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and exactly pinned: the CPU build (a looser spec pulls a multi-GB CUDA build).
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[hf,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/fxsoftmax demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -1,0 +1,28 @@
+"""fxsoftmax: softmax as four steps in policy-chosen IREE dispatches.
+
+    gm, sites = fxsoftmax.decompose_softmax(gm_or_exported_program, policy="split")
+    art = fxsoftmax.export(model, (x,), policy="split", device="cpu")
+    y = art(x)                       # runs on the IREE runtime
+    print(fxsoftmax.inspect(art).table())
+"""
+
+from . import ops as _ops  # registers torch.ops.fxsoftmax.boundary
+from .backends.export import Artifact, export
+from .backends.targets import Target
+from .passes import PassResult, SiteReport, decompose_softmax
+from .policy import PRESETS, Plan, parse_policy
+from .report import Report, inspect
+
+__all__ = [
+    "PRESETS",
+    "Artifact",
+    "PassResult",
+    "Plan",
+    "Report",
+    "SiteReport",
+    "Target",
+    "decompose_softmax",
+    "export",
+    "inspect",
+    "parse_policy",
+]

@@ -1,0 +1,1 @@
+"""IREE side: targets and flags, iree-compile, model export, the runtime."""

@@ -1,0 +1,123 @@
+"""Model -> torch.export -> softmax pass -> iree-turbine MLIR -> IREE VMFB, and the runnable result."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch.utils import _pytree as pytree
+
+from ..passes import SiteReport, decompose_softmax
+from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
+from .compiler import iree_compile
+from .runtime import IreeRunner
+from .targets import Target
+
+
+@dataclass
+class Artifact:
+    """A compiled IREE module for one model, plus what it came from. Call it like the model."""
+
+    mlir: str
+    vmfb: bytes
+    target: Target
+    sites: list[SiteReport]
+    flags: list[str]
+    in_spec: pytree.TreeSpec | None = None
+    out_spec: pytree.TreeSpec | None = None
+    _runners: dict[str, IreeRunner] = field(default_factory=dict, repr=False)
+
+    def runner(self, driver: str | None = None) -> IreeRunner:
+        """The module loaded on `driver` (default: the target's driver); loaded once per driver."""
+        driver = driver or self.target.driver
+        if driver not in self._runners:
+            self._runners[driver] = IreeRunner(self.vmfb, driver)
+        return self._runners[driver]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        flat, spec = pytree.tree_flatten((args, kwargs))
+        if self.in_spec is not None and spec != self.in_spec:
+            raise ValueError(f"inputs do not have the structure the module was exported with:\n got {spec}\n want {self.in_spec}")
+        outs = self.runner()(*[t for t in flat if isinstance(t, torch.Tensor)])
+        return pytree.tree_unflatten(outs, self.out_spec) if self.out_spec is not None else outs
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the VMFB (atomically: no half-written file on failure)."""
+        _atomic_write(path, self.vmfb)
+
+    def save_mlir(self, path: str | os.PathLike) -> None:
+        _atomic_write(path, self.mlir.encode())
+
+
+def export(
+    model: torch.nn.Module,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    policy: PolicyLike = DEFAULT_POLICY,
+    overrides: Overrides | None = None,
+    device: str = "cpu",
+    arch: str | None = None,
+    dynamic_shapes: Any = None,
+    extra_flags: Sequence[str] = (),
+) -> Artifact:
+    """Export `model` with example inputs, rewrite its softmaxes per `policy`, compile it for `device`.
+
+    `device` is one of cpu, cuda, hip, vulkan (`arch` picks the chip, e.g. sm_80, gfx942). `dynamic_shapes`
+    is passed to torch.export (use torch.export.Dim) so one module serves several sizes.
+    """
+    target = Target(device, arch)
+    PolicyMap(policy, overrides)  # fail on a bad policy before the slow export
+    ep = export_program(model, args, kwargs, dynamic_shapes)
+    result = decompose_softmax(ep, policy, overrides)
+    mlir = program_to_mlir(ep)
+    flags = target.compile_flags() + list(extra_flags)
+    vmfb, _ = iree_compile(mlir, flags, what=f"{type(model).__name__} for {target}")
+    return Artifact(mlir, vmfb, target, result.sites, flags, ep.call_spec.in_spec, ep.call_spec.out_spec)
+
+
+def export_program(
+    model: torch.nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any] | None, dynamic_shapes: Any = None
+) -> torch.export.ExportedProgram:
+    """torch.export plus the decompositions iree-turbine applies to nn.Modules."""
+    from iree.turbine.aot import decompositions
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"export expects a torch.nn.Module, got {type(model).__name__}")
+    with torch.no_grad():
+        ep = torch.export.export(model, tuple(args), dict(kwargs or {}), dynamic_shapes=dynamic_shapes)
+    table = decompositions.current_aot_decompositions()
+    table.update(_IMPORTER_GAPS)
+    return ep.run_decompositions(table)
+
+
+# Ops iree-turbine's importer cannot legalize in 3.9, rewritten to ones it can (Hugging Face masks use them).
+_IMPORTER_GAPS = {
+    torch.ops.aten.__and__.Tensor: torch.bitwise_and,
+    torch.ops.aten.__or__.Tensor: torch.bitwise_or,
+}
+
+
+def program_to_mlir(ep: torch.export.ExportedProgram) -> str:
+    """Import an ExportedProgram with iree-turbine; MLIR text with locations (the report needs them)."""
+    from iree.turbine import aot
+
+    out = aot.export(ep)
+    return out.mlir_module.get_asm(enable_debug_info=True)
+
+
+def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

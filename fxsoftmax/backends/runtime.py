@@ -1,0 +1,100 @@
+"""Running a compiled VMFB on an IREE runtime device, with torch tensors in and out."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import iree.runtime as rt
+import numpy as np
+import torch
+from iree.turbine.support.conversions import DTYPE_TO_ELEMENT_TYPE, torch_dtype_to_numpy
+
+_ELEMENT_TYPE_TO_DTYPE = {int(v): k for k, v in DTYPE_TO_ELEMENT_TYPE.items() if k not in (torch.qint8, torch.quint8)}
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The requested IREE driver or device is not present on this machine."""
+
+
+def available_devices() -> dict[str, list[str]]:
+    """IREE runtime drivers on this machine and the devices each one can see."""
+    found: dict[str, list[str]] = {}
+    for name in sorted(rt.query_available_drivers()):
+        try:
+            devices = rt.get_driver(name).query_available_devices()
+            found[name] = [str(d.get("name", d.get("path", "?"))) for d in devices]
+        except Exception as e:  # a driver whose library or hardware is missing
+            found[name] = [f"<unavailable: {str(e).splitlines()[0]}>"]
+    return found
+
+
+def open_device(driver: str) -> rt.HalDevice:
+    """The first device of `driver` (e.g. "local-task", "cuda"), or DeviceUnavailableError."""
+    try:
+        return rt.get_device(driver)
+    except Exception as e:
+        found = "; ".join(f"{k}: {', '.join(v) or 'no devices'}" for k, v in available_devices().items())
+        raise DeviceUnavailableError(
+            f"IREE driver {driver!r} has no usable device here ({str(e).splitlines()[0]}). Found: {found}"
+        ) from None
+
+
+class IreeRunner:
+    """One VMFB loaded on one device; tensors are placed on the device once, then invoked."""
+
+    def __init__(self, vmfb: bytes, driver: str = "local-task", function: str = "main"):
+        self.driver = driver
+        self.device = open_device(driver)
+        self.instance = rt.VmInstance()
+        self.module = rt.VmModule.copy_buffer(self.instance, vmfb)
+        hal = rt.create_hal_module(self.instance, self.device)
+        self.context = rt.VmContext(self.instance, modules=[hal, self.module])
+        self.function = self.module.lookup_function(function)
+        if self.function is None:
+            raise ValueError(f"the module has no function {function!r}")
+
+    def put(self, t: torch.Tensor) -> rt.HalBufferView:
+        """Copy a tensor to the device."""
+        t = t.detach().contiguous().cpu()
+        element_type = DTYPE_TO_ELEMENT_TYPE[t.dtype]
+        if t.dtype == torch.bfloat16:
+            t = t.view(torch.int16)
+        return self.device.allocator.allocate_buffer_copy(
+            memory_type=rt.MemoryType.DEVICE_LOCAL,
+            allowed_usage=rt.BufferUsage.DEFAULT,
+            device=self.device,
+            buffer=t.numpy(),
+            element_type=element_type,
+        )
+
+    def invoke(self, args: Sequence[rt.HalBufferView]) -> list[rt.HalBufferView]:
+        """Run the function on device-resident arguments; returns when results are ready."""
+        arg_list = rt.VmVariantList(len(args))
+        for a in args:
+            arg_list.push_ref(a)
+        ret_list = rt.VmVariantList(1)
+        self.context.invoke(self.function, arg_list, ret_list)
+        return [ret_list.get_as_object(i, rt.HalBufferView) for i in range(len(ret_list))]
+
+    def fetch(self, bv: rt.HalBufferView) -> torch.Tensor:
+        """Copy a device result to a torch tensor."""
+        dtype = _ELEMENT_TYPE_TO_DTYPE[int(bv.element_type)]
+        buffer = bv.get_buffer()
+        if not buffer.memory_type() & int(rt.MemoryType.HOST_VISIBLE):
+            host = self.device.allocator.allocate_buffer(
+                memory_type=rt.MemoryType.HOST_LOCAL | rt.MemoryType.DEVICE_VISIBLE,
+                allowed_usage=rt.BufferUsage.TRANSFER_TARGET | rt.BufferUsage.MAPPING_SCOPED,
+                allocation_size=buffer.byte_length(),
+            )
+            sem = self.device.create_semaphore(0)
+            self.device.queue_copy(
+                buffer, host, wait_semaphores=rt.HalFence.create_at(sem, 0), signal_semaphores=rt.HalFence.create_at(sem, 1)
+            )
+            rt.HalFence.create_at(sem, 1).wait()
+            buffer = host
+        arr = buffer.map().asarray(list(bv.shape), torch_dtype_to_numpy(dtype))
+        out = torch.from_numpy(np.array(arr))  # copy: the mapping dies with the buffer
+        return out.view(dtype) if dtype == torch.bfloat16 else out
+
+    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        return [self.fetch(r) for r in self.invoke([self.put(t) for t in tensors])]

@@ -1,0 +1,126 @@
+"""Rewriting one softmax site into its four steps, grouped per a Plan, with boundaries between groups."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+from torch._guards import detect_fake_mode
+
+from ..ops import BOUNDARY
+from ..policy import STEP_NAMES, Plan
+from .sites import SoftmaxSite, fake_value
+
+aten = torch.ops.aten
+prims = torch.ops.prims
+
+# Every node the pass emits carries a synthetic innermost stack frame "fxsoftmax:<site>:g<group>:s<step>".
+# iree-turbine turns stack frames into MLIR locations and IREE keeps them through dispatch formation,
+# which is how the report finds each step in IREE's own output.
+TAG_PREFIX = "fxsoftmax:"
+VALUE_NAMES = {1: "m", 2: "z", 3: "l"}
+
+
+def step_tag(site: str, group: int, step: str) -> str:
+    return f"{TAG_PREFIX}{site}:g{group}:s{step}"
+
+
+def _tag_trace(node: fx.Node, tag: str, original: fx.Node) -> None:
+    trace = original.meta.get("stack_trace") or ""
+    if trace and not trace.endswith("\n"):
+        trace += "\n"
+    node.meta["stack_trace"] = f'{trace}  File "{tag}", line 1, in fxsoftmax\n'
+
+
+def tag_fused_site(site: SoftmaxSite) -> None:
+    """Mark a site left to IREE so the report can find its dispatch."""
+    node = site.node
+    if TAG_PREFIX not in (node.meta.get("stack_trace") or ""):
+        _tag_trace(node, step_tag(site.name, 1, "1234"), node)
+
+
+class _Emitter:
+    """Creates call_function nodes before the softmax node, keeping meta['val'] valid."""
+
+    def __init__(self, gm: fx.GraphModule, site: SoftmaxSite):
+        self.graph = gm.graph
+        self.site = site
+        val = fake_value(site.x)
+        self.fake_mode = detect_fake_mode([val]) if val is not None else None
+
+    def __call__(self, target: Callable, args: tuple, tag: str, label: str, **kwargs: Any) -> fx.Node:
+        anchor = self.site.node
+        with self.graph.inserting_before(anchor):
+            node = self.graph.create_node("call_function", target, args, kwargs, name=f"{self.site.name}_{label}")
+        for key in ("nn_module_stack", "source_fn_stack", "torch_fn"):
+            if key in anchor.meta:
+                node.meta[key] = anchor.meta[key]
+        _tag_trace(node, tag, anchor)
+        if self.fake_mode is not None:
+            fake_args = [fake_value(a) if isinstance(a, fx.Node) else a for a in args]
+            with self.fake_mode:
+                node.meta["val"] = target(*fake_args, **kwargs)
+            if "example_value" in anchor.meta:
+                node.meta["example_value"] = node.meta["val"]
+        return node
+
+
+def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
+    """Replace `site` by the plan's steps; return the node that now holds the softmax result."""
+    emit = _Emitter(gm, site)
+    dim, cdt = [site.dim], site.compute_dtype
+    stored: dict[int, fx.Node] = {}  # step -> node computed unmarked (what later groups may read)
+
+    for gi, group in enumerate(plan.groups, start=1):
+        local: dict[Any, fx.Node] = {}
+
+        def enter(key: Any, value: fx.Node, tag: str) -> fx.Node:
+            # Everything a group reads from outside passes through a boundary of its own, except the
+            # softmax input of the first group, so x's producers can fuse into that group.
+            if key not in local:
+                label = f"g{gi}_in_{VALUE_NAMES.get(key, key)}"
+                local[key] = value if (gi == 1 and key == "x") else emit(BOUNDARY, (value,), tag, label)
+            return local[key]
+
+        def xc(tag: str) -> fx.Node:
+            if "xc" not in local:
+                v = enter("x", site.x, tag)
+                if site.in_dtype != site.x_dtype:
+                    v = emit(prims.convert_element_type.default, (v, site.in_dtype), tag, f"g{gi}_cast_in")
+                if cdt != site.in_dtype:
+                    v = emit(prims.convert_element_type.default, (v, cdt), tag, f"g{gi}_upcast")
+                local["xc"] = v
+            return local["xc"]
+
+        def get(step: int, tag: str) -> fx.Node:
+            return local[step] if step in local else enter(step, stored[step], tag)
+
+        for s in group:
+            tag = step_tag(site.name, gi, str(s))
+            label = f"g{gi}_{STEP_NAMES[s.n]}"
+            if s.n == 1:
+                out = emit(aten.amax.default, (xc(tag), dim, True), tag, label)
+                if site.safe:  # a fully masked row has max -inf; keep x - m at -inf, not NaN
+                    out = emit(aten.clamp.default, (out, torch.finfo(cdt).min), tag, label + "_safe")
+            elif s.n == 2:
+                d = emit(aten.sub.Tensor, (xc(tag), get(1, tag)), tag, label + "_sub")
+                out = emit(aten.exp.default, (d,), tag, label)
+            elif s.n == 3:
+                out = emit(aten.sum.dim_IntList, (get(2, tag), dim, True), tag, label)
+            else:
+                l = get(3, tag)
+                if site.safe:  # a fully masked row sums to 0: 0 / tiny = 0, as _safe_softmax gives
+                    l = emit(aten.clamp.default, (l, torch.finfo(cdt).tiny), tag, label + "_safe")
+                out = emit(aten.div.Tensor, (get(2, tag), l), tag, label)
+                if site.out_dtype != cdt:
+                    out = emit(prims.convert_element_type.default, (out, site.out_dtype), tag, label + "_cast")
+            local[s.n] = out
+            if not s.recompute:
+                stored[s.n] = out
+
+    # The last group's result passes a boundary too, so consumers cannot pull step 4 into their dispatch.
+    out = emit(BOUNDARY, (stored[4],), step_tag(site.name, len(plan.groups), "4"), "out")
+    site.node.replace_all_uses_with(out)
+    gm.graph.erase_node(site.node)
+    return out

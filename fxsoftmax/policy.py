@@ -1,0 +1,259 @@
+"""Plans (how a softmax's four steps are grouped into IREE dispatches), presets, per-site policy maps.
+
+The steps of softmax along a dim: 1 `m = max(x)`, 2 `z = exp(x - m)`, 3 `l = sum(z)`, 4 `y = z / l`.
+A plan is an ordered list of groups separated by `|`; each group becomes one dispatch. A step marked
+`'` is recomputed inside its group and never stored; an unmarked step is computed once and, if a
+later group uses it, stored in global memory between the two dispatches.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Union
+
+# What each step reads besides x.
+STEP_DEPS: dict[int, tuple[int, ...]] = {1: (), 2: (1,), 3: (2,), 4: (2, 3)}
+STEP_NAMES: dict[int, str] = {1: "max", 2: "exp", 3: "sum", 4: "div"}
+# Whether a step's result is full-size (like x) or reduced along the softmax dim.
+FULL_SIZE_STEPS = frozenset({2, 4})
+
+PRESETS: dict[str, str] = {
+    "fused": "leave softmax to IREE (one dispatch, IREE recomputes exp)",
+    "remat": "1|2'3|2'4",
+    "split": "12|34",
+    "split-sum": "123|4",
+    "per-step": "1|2|3|4",
+    "online": "(1+3 online)|2'4  [not implemented yet]",
+    "auto": "chosen per site by a cost model  [not implemented yet]",
+}
+_NOT_IMPLEMENTED = {
+    "online": "the online-normalizer policy is not implemented yet (tracked in issue #6)",
+    "auto": "the cost-model policy is not implemented yet (tracked in issue #5)",
+}
+DEFAULT_POLICY = "split"
+
+
+def _accepted() -> str:
+    presets = ", ".join(f"'{k}'" for k in PRESETS)
+    return (
+        f"accepted: a preset ({presets}) or a plan string of steps 1-4 in groups separated by "
+        "'|', with ' marking a recomputed step, e.g. \"12|34\" or \"1|2'3|2'4\""
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    n: int
+    recompute: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.n}'" if self.recompute else str(self.n)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An ordered partition of softmax's four steps into dispatch groups (empty for `fused`)."""
+
+    groups: tuple[tuple[Step, ...], ...]
+    name: str | None = None
+
+    @property
+    def is_fused(self) -> bool:
+        return not self.groups
+
+    @property
+    def text(self) -> str:
+        if self.is_fused:
+            return "fused"
+        return "|".join("".join(str(s) for s in g) for g in self.groups)
+
+    @property
+    def label(self) -> str:
+        """Preset name if it has one, else the plan string."""
+        return self.name or self.text
+
+    @property
+    def dispatches(self) -> int:
+        return len(self.groups) if self.groups else 1
+
+    @property
+    def exps_per_element(self) -> int:
+        if self.is_fused:
+            return 2
+        return sum(any(s.n == 2 for s in g) for g in self.groups)
+
+    def stored(self) -> tuple[int, ...]:
+        """Steps whose results cross a dispatch boundary (excluding the output, step 4)."""
+        out = []
+        for gi, group in enumerate(self.groups):
+            for s in group:
+                if not s.recompute and s.n != 4 and self._used_after(s.n, gi):
+                    out.append(s.n)
+        return tuple(sorted(out))
+
+    def _used_after(self, n: int, gi: int) -> bool:
+        return any(n in STEP_DEPS[s.n] for g in self.groups[gi + 1 :] for s in g)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+FUSED = Plan(groups=(), name="fused")
+
+PolicyLike = Union[str, Plan]
+
+
+def parse_plan(text: str) -> Plan:
+    """Parse and validate a plan string like "12|34" or "1|2'3|2'4"."""
+    if not isinstance(text, str):
+        raise ValueError(f"a plan must be a string, got {type(text).__name__}; {_accepted()}")
+    src = re.sub(r"\s+", "", text)
+    if not src:
+        raise ValueError(f"empty plan; {_accepted()}")
+    groups: list[tuple[Step, ...]] = []
+    for gtext in src.split("|"):
+        if not gtext:
+            raise ValueError(f"plan {text!r} has an empty group; {_accepted()}")
+        if not re.fullmatch(r"([1-4]'?)+", gtext):
+            raise ValueError(f"plan {text!r}: group {gtext!r} is not a sequence of steps 1-4 (each optionally followed by '); {_accepted()}")
+        groups.append(tuple(Step(int(m[0]), bool(m[1])) for m in re.findall(r"([1-4])('?)", gtext)))
+    plan = Plan(groups=tuple(groups))
+    _validate(plan, text)
+    return plan
+
+
+def _validate(plan: Plan, text: str) -> None:
+    where_computed: dict[int, int] = {}  # step -> group index where it is computed unmarked
+    for gi, group in enumerate(plan.groups):
+        for s in group:
+            if not s.recompute:
+                if s.n in where_computed:
+                    raise ValueError(
+                        f"plan {text!r}: step {s.n} is computed in group {where_computed[s.n] + 1} and again "
+                        f"in group {gi + 1}; mark a recomputation with ' (e.g. {s.n}'); {_accepted()}"
+                    )
+                where_computed[s.n] = gi
+    missing = [n for n in STEP_DEPS if not any(s.n == n for g in plan.groups for s in g)]
+    if missing:
+        raise ValueError(f"plan {text!r}: step(s) {missing} missing; every step 1-4 must appear; {_accepted()}")
+    if 4 not in where_computed or where_computed[4] != len(plan.groups) - 1:
+        raise ValueError(f"plan {text!r}: step 4 (the output) must be computed, unmarked, in the last group; {_accepted()}")
+
+    stored: set[int] = set()
+    for gi, group in enumerate(plan.groups):
+        local: set[int] = set()
+        for si, s in enumerate(group):
+            if s.n in local:
+                raise ValueError(f"plan {text!r}: step {s.n} appears twice in group {gi + 1}; {_accepted()}")
+            if s.recompute and s.n in stored:
+                raise ValueError(
+                    f"plan {text!r}: step {s}' in group {gi + 1} recomputes step {s.n}, which group "
+                    f"{where_computed[s.n] + 1} already stores; use one or the other; {_accepted()}"
+                )
+            for dep in STEP_DEPS[s.n]:
+                if dep in local or dep in stored:
+                    continue
+                later_here = any(t.n == dep for t in group[si + 1 :])
+                later_group = where_computed.get(dep, -1) > gi
+                if later_here:
+                    why = f"step {dep} comes after it in the same group (steps in a group run left to right)"
+                elif later_group:
+                    why = f"step {dep} is only computed later, in group {where_computed[dep] + 1} (a stored step used before it exists)"
+                else:
+                    why = f"no earlier group stores step {dep} and this group does not recompute it (write {dep}')"
+                raise ValueError(f"plan {text!r}: step {s} in group {gi + 1} needs step {dep}, but {why}; {_accepted()}")
+            local.add(s.n)
+        for s in group:
+            if s.recompute and not any(s.n in STEP_DEPS[t.n] for t in group):
+                raise ValueError(f"plan {text!r}: recomputed step {s} in group {gi + 1} is not used in that group; {_accepted()}")
+        stored |= {s.n for s in group if not s.recompute}
+
+
+def parse_policy(policy: PolicyLike) -> Plan:
+    """Turn a preset name, a plan string or a Plan into a validated Plan."""
+    if isinstance(policy, Plan):
+        return policy if policy.is_fused else parse_plan(policy.text)
+    if not isinstance(policy, str):
+        raise ValueError(f"policy must be a string or Plan, got {type(policy).__name__}; {_accepted()}")
+    key = policy.strip()
+    if key in _NOT_IMPLEMENTED:
+        raise NotImplementedError(f"policy {key!r}: {_NOT_IMPLEMENTED[key]}")
+    if key == "fused":
+        return FUSED
+    if key in PRESETS:
+        plan = parse_plan(PRESETS[key])
+        return Plan(groups=plan.groups, name=key)
+    if not re.fullmatch(r"[1-4'|\s]*", key):
+        raise ValueError(f"unknown policy {policy!r}; {_accepted()}")
+    plan = parse_plan(key)
+    named = next((k for k, v in PRESETS.items() if v == plan.text), None)
+    return Plan(groups=plan.groups, name=named)
+
+
+# A per-site override: glob patterns (or "re:<regex>") matched against a site's node name or module
+# path, first match wins; or a callable that gets the site and returns a policy or None (= default).
+Overrides = Union[Mapping[str, PolicyLike], Callable[[Any], Union[PolicyLike, None]]]
+
+
+class PolicyMap:
+    """Decides the Plan for each softmax site: a default policy plus optional overrides."""
+
+    def __init__(self, policy: PolicyLike = DEFAULT_POLICY, overrides: Overrides | None = None):
+        self.default = parse_policy(policy)
+        self._fn: Callable[[Any], PolicyLike | None] | None = None
+        self._patterns: list[tuple[str, Callable[[str], bool], Plan]] = []
+        if overrides is None:
+            return
+        if callable(overrides):
+            self._fn = overrides
+            return
+        if not isinstance(overrides, Mapping):
+            raise ValueError(
+                f"overrides must be a mapping {{pattern: policy}} or a callable(site) -> policy|None, "
+                f"got {type(overrides).__name__}"
+            )
+        for pattern, pol in overrides.items():
+            self._patterns.append((pattern, _compile_pattern(pattern), parse_policy(pol)))
+
+    def plan_for(self, site: Any) -> Plan:
+        if self._fn is not None:
+            chosen = self._fn(site)
+            if chosen is None:
+                return self.default
+            try:
+                return parse_policy(chosen)
+            except ValueError as e:
+                raise ValueError(f"override callable returned an invalid policy for site {site.name!r}: {e}") from None
+        for _, matches, plan in self._patterns:
+            if matches(site.name) or (site.module_path and matches(site.module_path)):
+                return plan
+        return self.default
+
+    def check_matched(self, sites: list[Any]) -> None:
+        """Raise if an override pattern matched none of `sites` (almost always a typo)."""
+        for pattern, matches, _ in self._patterns:
+            if not any(matches(s.name) or (s.module_path and matches(s.module_path)) for s in sites):
+                known = ", ".join(f"{s.name} ({s.module_path or 'no module path'})" for s in sites) or "none"
+                raise ValueError(
+                    f"override pattern {pattern!r} matched no softmax site; patterns are globs (or "
+                    f"'re:<regex>') matched against node names and module paths; sites: {known}"
+                )
+
+
+def _compile_pattern(pattern: Any) -> Callable[[str], bool]:
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise ValueError(
+            f"override pattern {pattern!r} is not a non-empty string; accepted: a glob such as "
+            "'encoder.layer.*' or 're:<regex>', matched against node names and module paths"
+        )
+    if pattern.startswith("re:"):
+        try:
+            rx = re.compile(pattern[3:])
+        except re.error as e:
+            raise ValueError(f"override pattern {pattern!r} is not a valid regular expression: {e}") from None
+        return lambda s: rx.fullmatch(s) is not None
+    if pattern.count("[") != pattern.count("]"):
+        raise ValueError(f"override pattern {pattern!r} has unbalanced [ ]; accepted: a glob such as 'encoder.layer.*'")
+    return lambda s: fnmatch.fnmatchcase(s, pattern)

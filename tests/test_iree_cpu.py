@@ -1,0 +1,185 @@
+"""Real IREE: dispatch structure read from IREE's own output, and numerics on the IREE CPU runtime."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fxsoftmax
+from fxsoftmax.backends.compiler import IreeCompileError, iree_compile
+from fxsoftmax.backends.export import export_program, program_to_mlir
+from fxsoftmax.policy import parse_policy
+from helpers import PRESETS, assert_close
+
+
+class FourSites(torch.nn.Module):
+    """Attention-like scores with scale and mask producers, a dim-0 2-D, a 1-D and a middle-dim 4-D softmax."""
+
+    def forward(self, s, mask, x2, x1, x4):
+        a = torch.softmax(s * 0.125 + mask, -1)
+        b = torch.softmax(x2, 0)
+        c = torch.softmax(x1, 0)
+        d = torch.softmax(x4, 1)
+        return a, b, c, d
+
+
+def four_site_args(dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(2, 4, 16, 16), (2, 1, 1, 16), (24, 40), (100,), (2, 6, 5, 7)]
+    return tuple(torch.randn(s, generator=g).to(dtype) for s in shapes)
+
+
+@pytest.fixture(scope="module")
+def fused_report():
+    return fxsoftmax.inspect(fxsoftmax.export(FourSites(), four_site_args(), policy="fused"))
+
+
+@pytest.mark.parametrize("policy", ["fused", *PRESETS, "1|2|3'4", "1|2'34"])
+def test_dispatches_and_steps_are_what_the_plan_says(policy, fused_report):
+    art = fxsoftmax.export(FourSites(), four_site_args(), policy=policy)
+    report = fxsoftmax.inspect(art)
+    plan = parse_policy(policy)
+    want_groups = [["1", "2", "3", "4"]] if plan.is_fused else [sorted(map(str, g), key=lambda s: s[0]) for g in plan.groups]
+    assert len(report.sites) == 4
+    for site in report.sites:
+        assert site.matches_plan, site.problem
+        assert len(site.dispatches) == plan.dispatches
+        assert [d.steps for d in site.dispatches] == want_groups
+        assert site.exps_per_element == plan.exps_per_element
+        # each group is its own IREE executable: no two groups of a site share a dispatch
+        assert len({d.dispatch for d in site.dispatches}) == plan.dispatches
+    # every site adds exactly (groups - 1) dispatches to what IREE makes of the fused softmax
+    assert report.total_dispatches == fused_report.total_dispatches + 4 * (plan.dispatches - 1)
+    # the scale and mask producers fuse into the first group's dispatch
+    first = report.sites[0].dispatches[0]
+    assert {"arith.mulf", "arith.addf"} <= set(first.other_ops), first
+    # what crosses a boundary (first site): the plan's stored steps, plus x itself when a later group
+    # re-reads it (x's producers were fused into the first group, so that dispatch writes x out)
+    n, rows = 2 * 4 * 16 * 16, 2 * 4 * 16
+    step_bytes = {1: rows * 4, 2: n * 4, 3: rows * 4}
+    x_again = any(s.n in (1, 2) for g in plan.groups[1:] for s in g)
+    expected = sum(step_bytes[s] for s in plan.stored()) + (n * 4 if x_again else 0)
+    assert report.sites[0].stored_bytes == expected
+
+
+@pytest.mark.parametrize("policy", ["fused", *PRESETS])
+def test_cpu_runtime_matches_eager_f32(policy):
+    args = four_site_args()
+    art = fxsoftmax.export(FourSites(), args, policy=policy)
+    for got, want in zip(art(*args), FourSites()(*args)):
+        assert (got - want).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("policy", ["split", "remat"])
+def test_cpu_runtime_matches_eager_low_precision(dtype, policy):
+    args = four_site_args(dtype)
+    art = fxsoftmax.export(FourSites(), args, policy=policy)
+    for got, want in zip(art(*args), FourSites()(*args)):
+        assert_close(got, want)
+
+
+def test_dynamic_batch_one_module_many_sizes():
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(x * 2.0, -1)
+
+    batch = torch.export.Dim("batch", min=1, max=256)
+    art = fxsoftmax.export(M(), (torch.randn(4, 8, 32),), policy="split-sum", dynamic_shapes=({0: batch},))
+    assert "?x8x32xf32" in art.mlir.replace("!torch.vtensor<[?,8,32],f32>", "?x8x32xf32")
+    for b in (1, 3, 17, 64):
+        x = torch.randn(b, 8, 32)
+        assert (art(x) - M()(x)).abs().max().item() <= 1e-5
+    site = fxsoftmax.inspect(art).sites[0]
+    assert site.matches_plan and len(site.dispatches) == 2
+    assert site.dispatches[0].reads_bytes is None and "?" in site.dispatches[0].reads[0]
+
+
+def test_artifact_save_and_reload(tmp_path):
+    import iree.runtime as rt
+
+    x = torch.randn(3, 50)
+    art = fxsoftmax.export(torch.nn.Softmax(dim=1), (x,), policy="remat")
+    art.save(tmp_path / "m.vmfb")
+    art.save_mlir(tmp_path / "m.mlir")
+    assert (tmp_path / "m.mlir").read_text() == art.mlir
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
+    module = rt.load_vm_flatbuffer_file(str(tmp_path / "m.vmfb"), driver="local-task")
+    got = torch.from_numpy(module.main(x.numpy()).to_host())
+    assert (got - torch.softmax(x, 1)).abs().max().item() <= 1e-5
+
+
+def test_inspect_accepts_mlir_text():
+    art = fxsoftmax.export(torch.nn.Softmax(dim=0), (torch.randn(64, 8),), policy="per-step")
+    report = fxsoftmax.inspect(art.mlir, "cpu")
+    assert [len(s.dispatches) for s in report.sites] == [4]
+    assert report.sites[0].plan == "1|2|3|4" and report.sites[0].matches_plan
+    assert "| softmax |" in report.table() and report.to_json().startswith("{")
+
+
+def test_bad_inputs_fail_clearly():
+    with pytest.raises(ValueError, match="unknown device 'tpu'; accepted: cpu, cuda, hip, vulkan"):
+        fxsoftmax.export(torch.nn.Softmax(dim=0), (torch.randn(4),), device="tpu")
+    with pytest.raises(ValueError, match="unknown policy"):
+        fxsoftmax.export(torch.nn.Softmax(dim=0), (torch.randn(4),), policy="fastest")
+    art = fxsoftmax.export(torch.nn.Softmax(dim=0), (torch.randn(4),), policy="split")
+    with pytest.raises(ValueError, match="structure"):
+        art(torch.randn(4), torch.randn(4))
+    with pytest.raises(IreeCompileError, match="IREE could not compile"):
+        iree_compile("this is not mlir", ["--iree-hal-target-backends=llvm-cpu"])
+
+
+STACK_LIMIT = ["--iree-llvmcpu-stack-allocation-limit=4096"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(16384, 16384), (1, 1048576)], ids=str)
+def test_every_preset_compiles_under_a_4k_stack(shape):
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(x, -1)
+
+    target = fxsoftmax.Target("cpu")
+    for policy in PRESETS:
+        ep = export_program(M(), (torch.empty(shape),), None)
+        fxsoftmax.decompose_softmax(ep, policy)
+        mlir = program_to_mlir(ep)
+        iree_compile(mlir, target.compile_flags() + STACK_LIMIT, what=f"{policy} {shape}")
+        report = fxsoftmax.inspect(mlir, target)
+        site = report.sites[0]
+        assert site.matches_plan, (policy, site.problem)
+        assert all(d.stack_bytes is not None and d.stack_bytes <= 4096 for d in site.dispatches), (policy, site.dispatches)
+
+
+def test_stack_limit_flag_is_enforced():
+    """Negative control: the same check rejects a dispatch whose stack exceeds a tiny limit."""
+    ep = export_program(torch.nn.Softmax(dim=-1), (torch.empty(64, 1024),), None)
+    fxsoftmax.decompose_softmax(ep, "split")
+    mlir = program_to_mlir(ep)
+    used = max(d.stack_bytes or 0 for s in fxsoftmax.inspect(mlir, "cpu").sites for d in s.dispatches)
+    assert used > 0
+    with pytest.raises(IreeCompileError, match="stack allocation limit"):
+        iree_compile(mlir, fxsoftmax.Target("cpu").compile_flags() + ["--iree-llvmcpu-stack-allocation-limit=1"])
+
+
+@pytest.mark.slow
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    shape=st.lists(st.sampled_from([1, 2, 3, 8, 33, 64]), min_size=1, max_size=4),
+    dim_seed=st.integers(0, 3),
+    policy=st.sampled_from(PRESETS),
+)
+def test_random_shapes_keep_the_plan_in_iree(shape, dim_seed, policy):
+    """Unit dims, odd sizes and any dim: IREE still forms exactly the planned dispatches, and the
+    module computes softmax."""
+    dim = dim_seed % len(shape) - len(shape) * (dim_seed % 2)
+    x = torch.randn(shape)
+    art = fxsoftmax.export(torch.nn.Softmax(dim=dim), (x,), policy=policy)
+    if shape[dim] == 1:
+        assert art.sites[0].status == "skipped" and "size-1" in art.sites[0].reason
+    else:
+        site = fxsoftmax.inspect(art, stack=False).sites[0]
+        assert site.matches_plan, (shape, dim, policy, site.problem)
+    assert (art(x) - torch.softmax(x, dim)).abs().max().item() <= 1e-5
