@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/fxsoftmax demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -4,9 +4,11 @@
     art = fxsoftmax.export(model, (x,), policy="split", device="cpu")
     y = art(x)                       # runs on the IREE runtime
     print(fxsoftmax.inspect(art).table())
+    torch.compile(model, backend="fxsoftmax", options={"policy": "split", "device": "cpu"})
 """
 
 from . import ops as _ops  # registers torch.ops.fxsoftmax.boundary
+from .backends.dynamo import backend, compiled_graphs
 from .backends.export import Artifact, export
 from .backends.targets import Target
 from .passes import PassResult, SiteReport, decompose_softmax
@@ -21,6 +23,8 @@ __all__ = [
     "Report",
     "SiteReport",
     "Target",
+    "backend",
+    "compiled_graphs",
     "decompose_softmax",
     "export",
     "inspect",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -11,8 +12,9 @@ import torch
 from torch.utils import _pytree as pytree
 
 from ..passes import SiteReport, decompose_softmax
+from ..passes.attention import attention_decompositions, fold_sdpa_scale
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
-from .compiler import iree_compile
+from .compiler import CompileResult, iree_compile
 from .runtime import IreeRunner
 from .targets import Target
 
@@ -26,6 +28,7 @@ class Artifact:
     target: Target
     sites: list[SiteReport]
     flags: list[str]
+    flow_ir: str = ""  # the module as IREE had it after forming dispatches (with locations)
     in_spec: pytree.TreeSpec | None = None
     out_spec: pytree.TreeSpec | None = None
     _runners: dict[str, IreeRunner] = field(default_factory=dict, repr=False)
@@ -62,25 +65,48 @@ def export(
     device: str = "cpu",
     arch: str | None = None,
     dynamic_shapes: Any = None,
+    attention: str = "keep",
     extra_flags: Sequence[str] = (),
 ) -> Artifact:
     """Export `model` with example inputs, rewrite its softmaxes per `policy`, compile it for `device`.
 
     `device` is one of cpu, cuda, hip, vulkan (`arch` picks the chip, e.g. sm_80, gfx942). `dynamic_shapes`
-    is passed to torch.export (use torch.export.Dim) so one module serves several sizes.
+    is passed to torch.export (use torch.export.Dim) so one module serves several sizes. `attention`
+    "keep" leaves scaled_dot_product_attention to IREE's attention kernel; "decompose" rewrites it to
+    matmuls and a softmax, which the policy then applies to.
     """
     target = Target(device, arch)
     PolicyMap(policy, overrides)  # fail on a bad policy before the slow export
-    ep = export_program(model, args, kwargs, dynamic_shapes)
+    attention_decompositions(attention)
+    ep = export_program(model, args, kwargs, dynamic_shapes, attention)
+    return compile_program(ep, policy, overrides, target, extra_flags, what=type(model).__name__)
+
+
+def compile_program(
+    ep: torch.export.ExportedProgram,
+    policy: PolicyLike,
+    overrides: Overrides | None,
+    target: Target,
+    extra_flags: Sequence[str] = (),
+    *,
+    what: str = "the model",
+) -> Artifact:
+    """Rewrite an ExportedProgram's softmaxes (in place), import it with iree-turbine, compile it."""
     result = decompose_softmax(ep, policy, overrides)
     mlir = program_to_mlir(ep)
     flags = target.compile_flags() + list(extra_flags)
-    vmfb, _ = iree_compile(mlir, flags, what=f"{type(model).__name__} for {target}")
-    return Artifact(mlir, vmfb, target, result.sites, flags, ep.call_spec.in_spec, ep.call_spec.out_spec)
+    compiled = compile_cached(mlir, flags, what=f"{what} for {target}", phases=("flow",))
+    return Artifact(
+        mlir, compiled.output, target, result.sites, flags, compiled.phases["flow"], ep.call_spec.in_spec, ep.call_spec.out_spec
+    )
 
 
 def export_program(
-    model: torch.nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any] | None, dynamic_shapes: Any = None
+    model: torch.nn.Module,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    dynamic_shapes: Any = None,
+    attention: str = "keep",
 ) -> torch.export.ExportedProgram:
     """torch.export plus the decompositions iree-turbine applies to nn.Modules."""
     from iree.turbine.aot import decompositions
@@ -91,7 +117,21 @@ def export_program(
         ep = torch.export.export(model, tuple(args), dict(kwargs or {}), dynamic_shapes=dynamic_shapes)
     table = decompositions.current_aot_decompositions()
     table.update(_IMPORTER_GAPS)
-    return ep.run_decompositions(table)
+    table.update(attention_decompositions(attention))
+    ep = ep.run_decompositions(table)
+    fold_sdpa_scale(ep.graph_module)
+    return ep
+
+
+_COMPILED: dict[str, CompileResult] = {}
+
+
+def compile_cached(mlir: str, flags: Sequence[str], *, what: str, phases: Sequence[str] = ()) -> CompileResult:
+    """iree-compile, memoized in this process on (MLIR text, flags, phases kept)."""
+    key = hashlib.sha256("\0".join([mlir, *flags, "|", *phases]).encode()).hexdigest()
+    if key not in _COMPILED:
+        _COMPILED[key] = iree_compile(mlir, flags, what=what, phases=phases)
+    return _COMPILED[key]
 
 
 # Ops iree-turbine's importer cannot legalize in 3.9, rewritten to ones it can (Hugging Face masks use them).

@@ -9,14 +9,16 @@ import torch.fx as fx
 from torch.export import ExportedProgram
 
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
-from .rewrite import rewrite_site, tag_fused_site
-from .sites import SiteReport, SoftmaxSite, find_softmax_sites, match_site
+from .attention import ATTENTION_OPS, kept_attention
+from .rewrite import keep_fused_site, rewrite_site
+from .sites import SiteReport, SoftmaxSite, find_softmax_sites, match_site, module_path
 
 GraphLike = Union[fx.GraphModule, ExportedProgram]
 
 
 class PassResult(NamedTuple):
-    """The rewritten module (the same object that was passed in) and one report per softmax site."""
+    """The rewritten module (the same object that was passed in) and one report per softmax site
+    (fused attention ops the graph keeps are listed too, with status "kept")."""
 
     module: GraphLike
     sites: list[SiteReport]
@@ -58,6 +60,7 @@ def decompose_softmax(
     renamed: dict[str, str] = {}
     # Re-read each site just before rewriting it: an earlier rewrite may have replaced its input.
     reports = [_apply(gm, match_site(gm, site.node), pmap, renamed) for site in sites]
+    reports += [_kept(node) for node in kept_attention(gm)]
     if isinstance(module, ExportedProgram):
         _rename_outputs(module, renamed)
     gm.graph.lint()
@@ -75,12 +78,19 @@ def _apply(gm: fx.GraphModule, site: SoftmaxSite, pmap: PolicyMap, renamed: dict
     plan = pmap.plan_for(site)
     report.plan, report.plan_text = plan.label, plan.text
     if plan.is_fused:
-        tag_fused_site(site)
-        report.status, report.groups = "fused", [["1", "2", "3", "4"]]
+        keep_fused_site(gm, site)
+        report.status, report.groups = "fused", [["fused"]]
     else:
         renamed[site.name] = rewrite_site(gm, site, plan).name
         report.status, report.groups = "rewritten", [[str(s) for s in g] for g in plan.groups]
     return report
+
+
+def _kept(node: fx.Node) -> SiteReport:
+    return SiteReport(
+        node.name, module_path(node), ATTENTION_OPS[node.target], None, None, None, "-", "-", "kept",
+        "fused attention left to IREE's attention kernel (attention='decompose' rewrites its softmax)",
+    )
 
 
 def _rename_outputs(ep: ExportedProgram, renamed: dict[str, str]) -> None:

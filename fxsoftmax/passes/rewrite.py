@@ -6,7 +6,6 @@ from typing import Any, Callable
 
 import torch
 import torch.fx as fx
-from torch._guards import detect_fake_mode
 
 from ..ops import BOUNDARY
 from ..policy import STEP_NAMES, Plan
@@ -33,11 +32,17 @@ def _tag_trace(node: fx.Node, tag: str, original: fx.Node) -> None:
     node.meta["stack_trace"] = f'{trace}  File "{tag}", line 1, in fxsoftmax\n'
 
 
-def tag_fused_site(site: SoftmaxSite) -> None:
-    """Mark a site left to IREE so the report can find its dispatch."""
+def keep_fused_site(gm: fx.GraphModule, site: SoftmaxSite) -> None:
+    """Leave a site to IREE; tag it so the report can find its dispatch."""
     node = site.node
     if TAG_PREFIX not in (node.meta.get("stack_trace") or ""):
-        _tag_trace(node, step_tag(site.name, 1, "1234"), node)
+        _tag_trace(node, step_tag(site.name, 1, "fused"), node)
+    if site.safe:
+        # IREE 3.9 with aggressive fusion fails to compile a _safe_softmax with elementwise producers
+        # fused in ("'vector.store' op write affecting operations on global resources are restricted
+        # to workgroup distributed contexts"); a boundary on its input keeps the producers apart.
+        fenced = _Emitter(gm, site)(BOUNDARY, (site.x,), step_tag(site.name, 1, "fused"), "in_x")
+        node.replace_input_with(site.x, fenced)
 
 
 class _Emitter:
@@ -46,8 +51,7 @@ class _Emitter:
     def __init__(self, gm: fx.GraphModule, site: SoftmaxSite):
         self.graph = gm.graph
         self.site = site
-        val = fake_value(site.x)
-        self.fake_mode = detect_fake_mode([val]) if val is not None else None
+        self.fake_mode = getattr(fake_value(site.x), "fake_mode", None)
 
     def __call__(self, target: Callable, args: tuple, tag: str, label: str, **kwargs: Any) -> fx.Node:
         anchor = self.site.node

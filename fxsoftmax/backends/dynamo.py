@@ -1,0 +1,178 @@
+"""The torch.compile backend "fxsoftmax": each graph dynamo hands over is exported, rewritten by the
+softmax pass, compiled by IREE for the chosen device and run on the IREE runtime."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.fx as fx
+from torch.utils import _pytree as pytree
+
+from ..passes import SiteReport
+from ..passes.attention import attention_decompositions
+from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
+from .compiler import IreeCompileError
+from .export import Artifact, compile_program, export_program
+from .targets import Target
+
+log = logging.getLogger("fxsoftmax")
+
+OPTIONS = {
+    "policy": "preset or plan string (default 'split')",
+    "overrides": "{pattern: policy} or callable(site) -> policy|None",
+    "device": "cpu | cuda | hip | vulkan (default cpu)",
+    "arch": "target chip, e.g. sm_80, gfx942 (default per device)",
+    "attention": "keep | decompose (default keep)",
+    "fallback": "None | 'eager': run a graph IREE cannot compile in eager instead (default None)",
+    "extra_flags": "extra iree-compile flags",
+}
+FALLBACKS = (None, "eager")
+
+
+@dataclass
+class CompiledGraph:
+    """One dynamo graph and what became of it."""
+
+    name: str
+    sites: list[SiteReport]
+    artifact: Artifact | None  # None when it fell back to eager
+    fallback_reason: str = ""
+
+    def report(self, stack: bool = True):
+        """Dispatch inspection of this graph's IREE module (see fxsoftmax.inspect)."""
+        from ..report import inspect
+
+        if self.artifact is None:
+            raise ValueError(f"graph {self.name} runs in eager ({self.fallback_reason}); it has no IREE module")
+        return inspect(self.artifact, stack=stack)
+
+
+@dataclass
+class Backend:
+    """A configured torch.compile backend; `graphs` lists every graph it compiled, in order."""
+
+    policy: PolicyLike = DEFAULT_POLICY
+    overrides: Overrides | None = None
+    device: str = "cpu"
+    arch: str | None = None
+    attention: str = "keep"
+    fallback: str | None = None
+    extra_flags: Sequence[str] = ()
+    graphs: list[CompiledGraph] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.target = Target(self.device, self.arch)
+        PolicyMap(self.policy, self.overrides)
+        attention_decompositions(self.attention)
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"unknown fallback {self.fallback!r}; accepted: None, 'eager'")
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+        name = f"graph {len(self.graphs)}"
+        wrapper, tensor_args, dynamic = _TensorOnly.wrap(gm, example_inputs)
+        try:
+            # export traces with its own fake mode; dynamo's tracing context must not see its guards
+            with torch._guards.tracing(None):
+                ep = export_program(wrapper, tensor_args, None, dynamic, self.attention)
+                art = compile_program(ep, self.policy, self.overrides, self.target, self.extra_flags, what=name)
+        except IreeCompileError as e:
+            if self.fallback != "eager":
+                raise IreeCompileError(f"{name} of the compiled model", e.stderr) from None
+            log.warning("fxsoftmax: %s runs in eager: %s", name, str(e).splitlines()[0])
+            self.graphs.append(CompiledGraph(name, [], None, str(e)))
+            _COMPILED_GRAPHS.append(self.graphs[-1])
+            return gm.forward
+        self.graphs.append(CompiledGraph(name, art.sites, art))
+        _COMPILED_GRAPHS.append(self.graphs[-1])
+        return _Runner(art)
+
+
+def backend(**options: Any) -> Backend:
+    """A torch.compile backend with custom settings: `torch.compile(m, backend=fxsoftmax.backend(policy="remat"))`."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        accepted = "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
+        raise ValueError(f"unknown fxsoftmax option(s) {unknown}; accepted: {accepted}")
+    return Backend(**options)
+
+
+def fxsoftmax_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], options: dict | None = None) -> Callable:
+    """Entry point for `torch.compile(model, backend="fxsoftmax", options={...})`."""
+    return backend(**(options or {}))(gm, example_inputs)
+
+
+# Every graph compiled in this process by the "fxsoftmax" backend (the string form has no object to ask).
+_COMPILED_GRAPHS: list[CompiledGraph] = []
+
+
+def compiled_graphs() -> list[CompiledGraph]:
+    """Graphs compiled so far in this process by any fxsoftmax backend, oldest first."""
+    return list(_COMPILED_GRAPHS)
+
+
+class _TensorOnly(torch.nn.Module):
+    """Dynamo's graph, called with tensors only: its SymInt inputs are recomputed from tensor sizes."""
+
+    def __init__(self, gm: fx.GraphModule, sources: list[tuple[str, int, int]]):
+        super().__init__()
+        self.gm, self.sources = gm, sources
+
+    @classmethod
+    def wrap(cls, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> tuple["_TensorOnly", list[torch.Tensor], Any]:
+        """The wrapper, its example tensors, and export dynamic_shapes keeping dynamo's symbolic dims dynamic."""
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        vals = [n.meta.get("example_value", n.meta.get("val")) for n in placeholders]
+        tensor_idx = [i for i, a in enumerate(example_inputs) if isinstance(a, torch.Tensor)]
+        sources: list[tuple[str, int, int]] = []
+        for i, a in enumerate(example_inputs):
+            if isinstance(a, torch.Tensor):
+                sources.append(("tensor", tensor_idx.index(i), -1))
+                continue
+            if not isinstance(vals[i], torch.SymInt):
+                raise ValueError(f"graph input {placeholders[i].name} is a {type(a).__name__}; fxsoftmax accepts tensors and sizes")
+            sources.append(("size", *_find_size(vals[i], [vals[j] for j in tensor_idx], placeholders[i].name)))
+        specs = [
+            {d: torch.export.Dim.AUTO for d, s in enumerate(getattr(vals[j], "shape", ())) if isinstance(s, torch.SymInt)} or None
+            for j in tensor_idx
+        ]
+        dynamic = (tuple(specs),) if any(specs) else None  # one entry: forward takes *tensors
+        return cls(gm, sources), [example_inputs[j] for j in tensor_idx], dynamic
+
+    def forward(self, *tensors: torch.Tensor):
+        args = [tensors[t] if kind == "tensor" else tensors[t].shape[d] for kind, t, d in self.sources]
+        return self.gm(*args)
+
+
+def _find_size(sym: torch.SymInt, tensors: list, name: str) -> tuple[int, int]:
+    for t, v in enumerate(tensors):
+        for d, s in enumerate(getattr(v, "shape", ())):
+            if isinstance(s, torch.SymInt) and s.node.expr == sym.node.expr:
+                return t, d
+    raise ValueError(f"graph input {name} ({sym}) is not the size of any tensor input; fxsoftmax accepts sizes of tensor inputs only")
+
+
+class _Runner:
+    """What dynamo calls: flat tensors in, the graph's outputs out; parameters stay on the device."""
+
+    def __init__(self, art: Artifact):
+        self.art, self.runner = art, art.runner()
+        self.cache: dict[int, tuple[Any, int, Any]] = {}
+
+    def _put(self, t: torch.Tensor):
+        if not isinstance(t, torch.nn.Parameter):
+            return self.runner.put(t)
+        hit = self.cache.get(id(t))
+        if hit is not None and hit[1] == t._version and hit[2]() is t:
+            return hit[0]
+        bv = self.runner.put(t)
+        self.cache[id(t)] = (bv, t._version, weakref.ref(t))
+        return bv
+
+    def __call__(self, *args: Any):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        outs = [self.runner.fetch(r) for r in self.runner.invoke([self._put(t) for t in tensors])]
+        return pytree.tree_unflatten(outs, self.art.out_spec)

@@ -1,0 +1,84 @@
+"""Attention: find the fused attention ops a graph keeps, or decompose them so their softmax is visible."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+aten = torch.ops.aten
+ATTENTION_OPS = {
+    aten.scaled_dot_product_attention.default: "aten.scaled_dot_product_attention",
+    aten._scaled_dot_product_flash_attention_for_cpu.default: "aten._scaled_dot_product_flash_attention_for_cpu",
+}
+ATTENTION_MODES = ("keep", "decompose")
+
+
+def sdpa_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """PyTorch's math attention (ATen's `_scaled_dot_product_attention_math`) as plain ops, with its
+    `_safe_softmax`, so the softmax pass can rewrite it."""
+    length, source = query.size(-2), key.size(-2)
+    root = math.sqrt(scale if scale is not None else 1.0 / math.sqrt(query.size(-1)))
+    if enable_gqa:
+        rep = query.size(-3) // key.size(-3)
+        key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
+    scores = (query * root) @ (key * root).transpose(-2, -1)
+    if is_causal:
+        keep = torch.ones(length, source, dtype=torch.bool, device=query.device).tril()
+        scores = scores.masked_fill(keep.logical_not(), float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(attn_mask.logical_not(), float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    probs = aten._safe_softmax.default(scores, -1)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, dropout_p)
+    return probs @ value
+
+
+def attention_decompositions(mode: str) -> dict:
+    """Decomposition-table entries for `attention=mode` ("keep" leaves IREE its attention kernel)."""
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"unknown attention mode {mode!r}; accepted: {', '.join(ATTENTION_MODES)}")
+    return {aten.scaled_dot_product_attention.default: sdpa_math} if mode == "decompose" else {}
+
+
+def fold_sdpa_scale(gm: fx.GraphModule) -> int:
+    """Move an explicit `scale=` of scaled_dot_product_attention into the query: sdpa(q * s * sqrt(E), k, v)
+    equals sdpa(q, k, v, scale=s). IREE 3.9's importer rejects the `scale` argument; Hugging Face sets it."""
+    folded = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not aten.scaled_dot_product_attention.default:
+            continue
+        scale = node.kwargs.get("scale", node.args[6] if len(node.args) > 6 else None)
+        if scale is None:
+            continue
+        q = node.args[0]
+        qval = q.meta.get("val")
+        head = qval.shape[-1] if qval is not None else None
+        if not isinstance(head, int):
+            continue  # a symbolic head size: leave it (IREE will say if it cannot compile it)
+        factor = float(scale) * math.sqrt(head)
+        with gm.graph.inserting_before(node):
+            scaled = gm.graph.call_function(aten.mul.Tensor, (q, factor))
+        scaled.meta.update({k: v for k, v in q.meta.items() if k in ("stack_trace", "nn_module_stack")})
+        if qval is not None:
+            with qval.fake_mode:
+                scaled.meta["val"] = aten.mul.Tensor(qval, factor)
+        args = list(node.args)
+        args[0] = scaled
+        kwargs = dict(node.kwargs)
+        if len(args) > 6:
+            args[6] = None
+        kwargs.pop("scale", None)
+        node.args, node.kwargs = tuple(args), kwargs
+        folded += 1
+    if folded:
+        gm.graph.lint()
+        gm.recompile()
+    return folded
+
+
+def kept_attention(gm: fx.GraphModule) -> list[fx.Node]:
+    """Fused attention ops still in the graph (IREE lowers them to its own attention kernel)."""
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target in ATTENTION_OPS]
