@@ -10,6 +10,11 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@# Best effort: Mesa's software Vulkan device (llvmpipe) lets the Vulkan runtime tests execute here.
+	@if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1) || \
+		echo "note: no software Vulkan (mesa-vulkan-drivers); Vulkan runtime tests will skip"; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and exactly pinned: the CPU build (a looser spec pulls a multi-GB CUDA build).

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -86,3 +89,131 @@ def tiny_model(name: str, attn: str = "eager", seq: int = 8, seed: int = 0, laye
     if name not in BUILTIN_MODELS:
         raise ValueError(f"unknown built-in model {name!r}; accepted: {', '.join(BUILTIN_MODELS)}")
     return _hf(name, attn, seq, seed, layers)
+
+
+# --- model sources for the command line: a built-in name, a local checkpoint folder, or module:callable ---
+
+_DTYPES = {
+    "float32": torch.float32, "f32": torch.float32, "float16": torch.float16, "f16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64, "f64": torch.float64,
+    "int64": torch.int64, "i64": torch.int64, "int32": torch.int32, "i32": torch.int32, "bool": torch.bool,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A random example input: shape, dtype, and for integers the range [low, high)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    low: int = 0
+    high: int = 64
+
+    @classmethod
+    def parse(cls, text: str) -> "InputSpec":
+        """'8x128:int64', '1x3x32x32:float32', '8x128:int64:0-1000'."""
+        parts = text.split(":")
+        accepted = "SHAPE:DTYPE[:LOW-HIGH], e.g. 8x128:int64 or 1x3x224x224:float32 or 8x128:int64:0-30522"
+        if len(parts) not in (2, 3):
+            raise ValueError(f"input spec {text!r} is not {accepted}")
+        try:
+            shape = tuple(int(d) for d in parts[0].lower().split("x"))
+        except ValueError:
+            raise ValueError(f"input spec {text!r}: shape {parts[0]!r} is not sizes joined by 'x'; accepted: {accepted}") from None
+        if not shape or any(d <= 0 for d in shape):
+            raise ValueError(f"input spec {text!r}: sizes must be positive; accepted: {accepted}")
+        if parts[1] not in _DTYPES:
+            raise ValueError(f"input spec {text!r}: unknown dtype {parts[1]!r}; accepted: {', '.join(_DTYPES)}")
+        low, high = 0, 64
+        if len(parts) == 3:
+            try:
+                low, high = (int(v) for v in parts[2].split("-"))
+            except ValueError:
+                raise ValueError(f"input spec {text!r}: range {parts[2]!r} is not LOW-HIGH; accepted: {accepted}") from None
+        return cls(shape, _DTYPES[parts[1]], low, high)
+
+    def __str__(self) -> str:
+        name = next(k for k, v in _DTYPES.items() if v == self.dtype)
+        rng = f":{self.low}-{self.high}" if not self.dtype.is_floating_point and self.dtype != torch.bool else ""
+        return "x".join(map(str, self.shape)) + f":{name}{rng}"
+
+    def sample(self, generator: torch.Generator) -> torch.Tensor:
+        if self.dtype.is_floating_point:
+            return torch.randn(self.shape, generator=generator).to(self.dtype)
+        if self.dtype == torch.bool:
+            return torch.randint(0, 2, self.shape, generator=generator).bool()
+        return torch.randint(self.low, self.high, self.shape, generator=generator, dtype=self.dtype)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    args: tuple
+    kwargs: dict
+    description: str
+
+
+def load_model(
+    source: str, inputs: Sequence[InputSpec] = (), *, attn: str = "eager", seq: int = 16, seed: int = 0
+) -> LoadedModel:
+    """A model and example inputs from a built-in name, a local Hugging Face checkpoint folder (nothing is
+    downloaded), or 'module:callable' returning an nn.Module (then `inputs` gives its positional inputs).
+    The same source, seed and specs give the same weights and inputs again."""
+    if source in BUILTIN_MODELS:
+        if inputs:
+            raise ValueError(f"built-in model {source!r} makes its own inputs; --input is for module:callable models")
+        tm = tiny_model(source, attn, seq=seq, seed=seed)
+        return LoadedModel(tm.model, tm.args, tm.kwargs, f"built-in {source}: {BUILTIN_MODELS[source]}")
+    if os.path.isdir(source):
+        return _load_checkpoint(source, attn, seq, seed)
+    if ":" in source and not os.path.exists(source):
+        return _load_callable(source, inputs, seed)
+    raise ValueError(
+        f"model {source!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}), a local checkpoint folder, "
+        "nor module:callable"
+    )
+
+
+def _load_callable(source: str, inputs: Sequence[InputSpec], seed: int) -> LoadedModel:
+    module_name, _, attr = source.partition(":")
+    if not inputs:
+        raise ValueError(f"model {source!r} needs its inputs: give --input SHAPE:DTYPE once per positional input")
+    if os.getcwd() not in sys.path:  # as `python -m` would: modules next to where the user runs us
+        sys.path.insert(0, os.getcwd())
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load {source!r}: {e}") from None
+    torch.manual_seed(seed)
+    model = factory()
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{source} returned a {type(model).__name__}, not a torch.nn.Module")
+    g = torch.Generator().manual_seed(seed)
+    return LoadedModel(model.eval(), tuple(s.sample(g) for s in inputs), {}, f"{source}()")
+
+
+def _load_checkpoint(path: str, attn: str, seq: int, seed: int) -> LoadedModel:
+    import transformers as tf
+
+    tf.utils.logging.disable_progress_bar()  # the CLI reports its own progress
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
+    config = tf.AutoConfig.from_pretrained(path, local_files_only=True)
+    arch = (config.architectures or [None])[0]
+    cls = getattr(tf, arch, None) if arch else None
+    cls = cls or tf.AutoModel
+    model = cls.from_pretrained(path, local_files_only=True, attn_implementation=attn)
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
+    g = torch.Generator().manual_seed(seed)
+    if hasattr(config, "image_size") and hasattr(config, "num_channels"):
+        size = config.image_size
+        args = (torch.randn((1, config.num_channels, size, size), generator=g),)
+        kwargs = {}
+    else:
+        vocab = getattr(config, "vocab_size", 64)
+        ids = torch.randint(0, vocab, (1, seq), generator=g)
+        args, kwargs = (ids,), {"attention_mask": torch.ones(1, seq, dtype=torch.int64)}
+        if getattr(config, "is_encoder_decoder", False):
+            kwargs["decoder_input_ids"] = torch.randint(0, vocab, (1, max(2, seq // 2)), generator=g)
+    return LoadedModel(model.eval(), args, kwargs, f"checkpoint {path} ({cls.__name__})")

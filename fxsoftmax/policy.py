@@ -26,11 +26,10 @@ PRESETS: dict[str, str] = {
     "split-sum": "123|4",
     "per-step": "1|2|3|4",
     "online": "(1+3 online)|2'4  [not implemented yet]",
-    "auto": "chosen per site by a cost model  [not implemented yet]",
+    "auto": "chosen per site by a cost model (fxsoftmax.costmodel)",
 }
 _NOT_IMPLEMENTED = {
     "online": "the online-normalizer policy is not implemented yet (tracked in issue #6)",
-    "auto": "the cost-model policy is not implemented yet (tracked in issue #5)",
 }
 DEFAULT_POLICY = "split"
 
@@ -61,12 +60,16 @@ class Plan:
 
     @property
     def is_fused(self) -> bool:
-        return not self.groups
+        return not self.groups and self.name == "fused"
+
+    @property
+    def is_auto(self) -> bool:
+        return not self.groups and self.name == "auto"
 
     @property
     def text(self) -> str:
-        if self.is_fused:
-            return "fused"
+        if not self.groups:
+            return str(self.name)
         return "|".join("".join(str(s) for s in g) for g in self.groups)
 
     @property
@@ -101,6 +104,7 @@ class Plan:
 
 
 FUSED = Plan(groups=(), name="fused")
+AUTO = Plan(groups=(), name="auto")  # resolved per site by a chooser (fxsoftmax.costmodel.AutoChooser)
 
 PolicyLike = Union[str, Plan]
 
@@ -174,7 +178,7 @@ def _validate(plan: Plan, text: str) -> None:
 def parse_policy(policy: PolicyLike) -> Plan:
     """Turn a preset name, a plan string or a Plan into a validated Plan."""
     if isinstance(policy, Plan):
-        return policy if policy.is_fused else parse_plan(policy.text)
+        return policy if not policy.groups else parse_plan(policy.text)
     if not isinstance(policy, str):
         raise ValueError(f"policy must be a string or Plan, got {type(policy).__name__}; {_accepted()}")
     key = policy.strip()
@@ -182,6 +186,8 @@ def parse_policy(policy: PolicyLike) -> Plan:
         raise NotImplementedError(f"policy {key!r}: {_NOT_IMPLEMENTED[key]}")
     if key == "fused":
         return FUSED
+    if key == "auto":
+        return AUTO
     if key in PRESETS:
         plan = parse_plan(PRESETS[key])
         return Plan(groups=plan.groups, name=key)
@@ -198,10 +204,12 @@ Overrides = Union[Mapping[str, PolicyLike], Callable[[Any], Union[PolicyLike, No
 
 
 class PolicyMap:
-    """Decides the Plan for each softmax site: a default policy plus optional overrides."""
+    """Decides the Plan for each softmax site: a default policy plus optional overrides. `auto` is
+    resolved by `chooser(site) -> (Plan, reason)` (default: the CPU cost model, all cores)."""
 
-    def __init__(self, policy: PolicyLike = DEFAULT_POLICY, overrides: Overrides | None = None):
+    def __init__(self, policy: PolicyLike = DEFAULT_POLICY, overrides: Overrides | None = None, chooser: Any = None):
         self.default = parse_policy(policy)
+        self.chooser = chooser
         self._fn: Callable[[Any], PolicyLike | None] | None = None
         self._patterns: list[tuple[str, Callable[[str], bool], Plan]] = []
         if overrides is None:
@@ -217,7 +225,18 @@ class PolicyMap:
         for pattern, pol in overrides.items():
             self._patterns.append((pattern, _compile_pattern(pattern), parse_policy(pol)))
 
-    def plan_for(self, site: Any) -> Plan:
+    def plan_for(self, site: Any) -> tuple[Plan, str]:
+        """The site's plan and why (non-empty for `auto`)."""
+        plan = self._policy_for(site)
+        if not plan.is_auto:
+            return plan, ""
+        if self.chooser is None:
+            from .costmodel import AutoChooser
+
+            self.chooser = AutoChooser()
+        return self.chooser(site)
+
+    def _policy_for(self, site: Any) -> Plan:
         if self._fn is not None:
             chosen = self._fn(site)
             if chosen is None:

@@ -92,20 +92,34 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Report":
+        sites = [
+            SiteInspection(**{**s, "dispatches": [SiteDispatch(**x) for x in s["dispatches"]]}) for s in d["sites"]
+        ]
+        executables = [
+            Executable(**{**e, "reads": [TensorIO(**t) for t in e["reads"]], "writes": [TensorIO(**t) for t in e["writes"]],
+                          "steps": {k: {int(g): v for g, v in gs.items()} for k, gs in e["steps"].items()}})
+            for e in d["executables"]
+        ]
+        return cls(d["target"], d["total_dispatches"], sites, executables, [DispatchCall(**c) for c in d["calls"]])
+
     def table(self) -> str:
         """A Markdown table, one row per (site, dispatch)."""
         rows = [
             f"IREE target {self.target}: {self.total_dispatches} dispatches in the module",
             "",
-            "| site | plan | dispatch | steps | reads B | writes B | stack B | fused other ops | ok |",
-            "|---|---|---|---|---:|---:|---:|---|---|",
+            "| site | plan | exps/elt | dispatch | steps | reads B | writes B | stack B | fused other ops | ok |",
+            "|---|---|---:|---|---|---:|---:|---:|---|---|",
         ]
         for s in self.sites:
             for i, d in enumerate(s.dispatches):
+                first = i == 0
                 rows.append(
-                    f"| {s.site if i == 0 else ''} | {s.plan if i == 0 else ''} | {d.dispatch} | {''.join(d.steps)} "
+                    f"| {s.site if first else ''} | {s.plan if first else ''} | {s.exps_per_element if first else ''} "
+                    f"| {d.dispatch} | {''.join(d.steps)} "
                     f"| {_fmt(d.reads_bytes, d.reads)} | {_fmt(d.writes_bytes, d.writes)} | {_fmt(d.stack_bytes)} "
-                    f"| {', '.join(sorted(set(d.other_ops))) or '-'} | {('yes' if s.matches_plan else 'NO: ' + s.problem) if i == 0 else ''} |"
+                    f"| {', '.join(sorted(set(d.other_ops))) or '-'} | {('yes' if s.matches_plan else 'NO: ' + s.problem) if first else ''} |"
                 )
         return "\n".join(rows)
 

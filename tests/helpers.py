@@ -43,3 +43,20 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype | Non
     assert got.dtype == want.dtype, (got.dtype, want.dtype)
     atol = ATOL[dtype or want.dtype]
     torch.testing.assert_close(got.float(), want.float(), atol=atol, rtol=0, equal_nan=True)
+
+
+class FourSites(torch.nn.Module):
+    """Attention-like scores with scale and mask producers, a dim-0 2-D, a 1-D and a middle-dim 4-D softmax."""
+
+    def forward(self, s, mask, x2, x1, x4):
+        a = torch.softmax(s * 0.125 + mask, -1)
+        b = torch.softmax(x2, 0)
+        c = torch.softmax(x1, 0)
+        d = torch.softmax(x4, 1)
+        return a, b, c, d
+
+
+def four_site_args(dtype=torch.float32, seed=0, row=16):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(2, 4, 16, row), (2, 1, 1, row), (24, 40), (100,), (2, 6, 5, 7)]
+    return tuple(torch.randn(s, generator=g).to(dtype) for s in shapes)

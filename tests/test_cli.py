@@ -1,18 +1,176 @@
-"""The command line, driven as a user would (subprocess)."""
+"""The command line, driven as a user would (subprocess): export, inspect, run, demo, errors."""
 
+from __future__ import annotations
+
+import json
+import os
+import pathlib
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 
-def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "fxsoftmax", *args], capture_output=True, text=True)
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+def fxsoftmax(*args, cwd=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "fxsoftmax", *map(str, args)], capture_output=True, text=True, cwd=cwd)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
 
 
+def _error_lines(proc):
+    lines = [l for l in proc.stderr.splitlines() if l.startswith(("fxsoftmax: error:", "hint:"))]
+    return lines
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports") / "bert"
+    proc = fxsoftmax("export", "bert-tiny", "--policy", "split", "--device", "cpu", "--out", out)
+    return out, proc
+
+
+def test_export_builtin_cpu_end_to_end(bert_folder):
+    out, proc = bert_folder
+    assert sorted(os.listdir(out)) == sorted(
+        ["model.mlir", "model.vmfb", "report.json", "report.md", "manifest.json", "inputs.npz", "expected.npz"]
+    )
+    assert "[1/5] loading bert-tiny" in proc.stderr and "[4/5] inspecting" in proc.stderr  # progress
+    report = json.loads((out / "report.json").read_text())
+    assert [(s["status"], s["plan"]) for s in report["sites"]] == [("rewritten", "split")] * 2
+    assert all(s["matches_plan"] and len(s["dispatches"]) == 2 for s in report["inspection"]["sites"])
+    assert "| softmax | split | 1 |" in (out / "report.md").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [i["name"] for i in manifest["inputs"]] == ["arg0", "attention_mask"]
+
+
+def test_inspect_folder_table_and_json(bert_folder):
+    out, _ = bert_folder
+    table = fxsoftmax("inspect", out).stdout
+    assert "| site | plan | exps/elt | dispatch | steps | reads B | writes B | stack B |" in table
+    assert table.count("| 12 |") == 2 and table.count("| 34 |") == 2
+    data = json.loads(fxsoftmax("inspect", out, "--json").stdout)
+    assert data["inspection"]["total_dispatches"] > 4
+
+
+def test_inspect_mlir_file(bert_folder):
+    out, _ = bert_folder
+    data = json.loads(fxsoftmax("inspect", out / "model.mlir", "--json").stdout)
+    assert [len(s["dispatches"]) for s in data["sites"]] == [2, 2]
+    assert all(d["stack_bytes"] is not None for s in data["sites"] for d in s["dispatches"])
+
+
+def test_run_random_inputs_times_and_compares(bert_folder):
+    out, _ = bert_folder
+    proc = fxsoftmax("run", out, "--device", "cpu", "--repeat", "5")
+    lines = proc.stdout.splitlines()
+    timing = next(l for l in lines if l.startswith("time per run"))
+    assert "median" in timing and "min" in timing and "max" in timing and "(5 runs" in timing
+    err = float(next(l for l in lines if l.startswith("max |error| vs eager")).rsplit(" ", 1)[1])
+    assert err <= 1e-4
+
+
+def test_run_with_inputs_file(bert_folder, tmp_path):
+    out, _ = bert_folder
+    ids = np.random.default_rng(0).integers(0, 200, (1, 16))
+    np.savez(tmp_path / "x.npz", arg0=ids, attention_mask=np.ones((1, 16), dtype=np.int64))
+    proc = fxsoftmax("run", out, "--inputs", tmp_path / "x.npz", "--repeat", "2")
+    assert float(proc.stdout.split("max |error| vs eager")[1].rsplit(" ", 1)[1]) <= 1e-4
+    np.savez(tmp_path / "bad.npz", ids=ids)
+    proc = fxsoftmax("run", out, "--inputs", tmp_path / "bad.npz", check=False)
+    assert proc.returncode == 2 and "lacks inputs ['arg0', 'attention_mask']" in proc.stderr
+
+
+def test_module_callable_with_input_specs_and_dynamic_seq(tmp_path):
+    out = tmp_path / "attn"
+    fxsoftmax("export", "cli_models:make_attention", "--input", "2x12:int64:0-50", "--policy", "per-step",
+              "--dynamic-dim", "seq", "--out", out, "--quiet", cwd=DATA)
+    report = json.loads((out / "report.json").read_text())
+    assert [len(s["dispatches"]) for s in report["inspection"]["sites"]] == [4]
+    assert "?" in report["inspection"]["sites"][0]["dispatches"][0]["reads"][0]  # the sequence stayed symbolic
+    np.savez(tmp_path / "long.npz", arg0=np.random.default_rng(1).integers(0, 50, (2, 20)))
+    proc = fxsoftmax("run", out, "--inputs", tmp_path / "long.npz", "--repeat", "2", cwd=DATA)
+    assert float(proc.stdout.split("max |error| vs eager")[1].rsplit(" ", 1)[1]) <= 1e-5
+
+
+def test_local_checkpoint_folder(tmp_path):
+    from fxsoftmax.models import tiny_model
+
+    tiny_model("distilbert-tiny").model.save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "out"
+    proc = fxsoftmax("export", tmp_path / "ckpt", "--policy", "remat", "--override", "*layer.1.*=split", "--out", out, "--quiet")
+    assert proc.stderr.strip() == ""  # --quiet: no progress lines
+    sites = json.loads((out / "report.json").read_text())["sites"]
+    assert [s["plan"] for s in sites] == ["remat", "split"]
+    run = fxsoftmax("run", out, "--repeat", "2").stdout
+    assert float(run.split("max |error| vs eager")[1].rsplit(" ", 1)[1]) <= 1e-4
+
+
+@pytest.mark.parametrize("device, arch", [("cuda", "sm_80"), ("hip", None), ("vulkan", None)])
+def test_gpu_targets_compile_only(tmp_path, device, arch):
+    out = tmp_path / device
+    args = ["export", "gpt2-tiny", "--policy", "remat", "--device", device, "--out", out, "--quiet"]
+    fxsoftmax(*args, *(["--arch", arch] if arch else []))
+    report = json.loads((out / "report.json").read_text())["inspection"]
+    assert report["target"].startswith(device + ":")
+    assert [len(s["dispatches"]) for s in report["sites"]] == [3, 3]
+    assert all(s["matches_plan"] for s in report["sites"])
+
+
+def test_run_on_missing_gpu_lists_what_exists(tmp_path):
+    from fxsoftmax.backends.runtime import DeviceUnavailableError, open_device
+
+    try:
+        open_device("hip")
+        pytest.skip("this machine has a HIP device")
+    except DeviceUnavailableError:
+        pass
+    out = tmp_path / "hip"
+    fxsoftmax("export", "bert-tiny", "--device", "hip", "--out", out, "--quiet")
+    proc = fxsoftmax("run", out, check=False)
+    assert proc.returncode == 1
+    err, hint = _error_lines(proc)
+    assert "IREE driver 'hip' has no usable device" in err and "local-task" in hint
+
+
+def test_list_models_and_help():
+    listed = fxsoftmax("export", "--list-models").stdout
+    for name in ("bert-tiny", "distilbert-tiny", "gpt2-tiny", "llama-tiny", "vit-tiny", "bart-tiny"):
+        assert name in listed
+    for sub in ("export", "inspect", "run", "demo"):
+        assert "usage: fxsoftmax " + sub in fxsoftmax(sub, "--help").stdout
+    assert "fxsoftmax export bert-tiny" in fxsoftmax("--help").stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["export", "nosuchmodel", "--out", "{out}"], "neither a built-in name"),
+        (["export", "cli_models:make_attention", "--out", "{out}"], "needs its inputs"),
+        (["export", "cli_models:make_attention", "--input", "2xA:int64", "--out", "{out}"], "is not sizes joined by 'x'"),
+        (["export", "cli_models:make_attention", "--input", "2x3:complex", "--out", "{out}"], "unknown dtype 'complex'"),
+        (["export", "cli_models:not_a_module", "--input", "2:float32", "--out", "{out}"], "not a torch.nn.Module"),
+        (["export", "bert-tiny", "--policy", "12|3", "--out", "{out}"], "missing"),
+        (["export", "bert-tiny", "--override", "layer0", "--out", "{out}"], "is not PATTERN=POLICY"),
+        (["export", "bert-tiny", "--override", "decoder.*=remat", "--out", "{out}"], "matched no softmax site"),
+        (["export", "cli_models:make_median", "--input", "2x8:float32", "--out", "{out}"], "IREE could not compile"),
+    ],
+)
+def test_errors_are_one_line_with_hint_and_leave_nothing(tmp_path, args, needle):
+    out = tmp_path / "never"
+    proc = fxsoftmax(*[a.replace("{out}", str(out)) for a in args], check=False, cwd=DATA)
+    assert proc.returncode != 0
+    lines = _error_lines(proc)
+    assert len(lines) == 2 and needle in lines[0] and lines[1].startswith("hint: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
+
+
 def test_demo_runs_the_default_job_on_iree_cpu():
-    out = run("demo", "--repeat", "3").stdout
+    out = fxsoftmax("demo", "--repeat", "3").stdout
     assert "policy 'split'" in out and "local-task" in out
     rows = [l for l in out.splitlines() if l.startswith("softmax")]
     assert len(rows) == 2
@@ -21,9 +179,3 @@ def test_demo_runs_the_default_job_on_iree_cpu():
         assert cols[2] == "split" and cols[3] == "2" and cols[4] == "12|34" and cols[-1] == "yes"
         assert float(cols[5]) <= 1e-5
     assert "model output max|err| vs eager" in out
-
-
-def test_demo_rejects_unknown_policy():
-    proc = run("demo", "--policy", "fastest", check=False)
-    assert proc.returncode == 2
-    assert "unknown policy 'fastest'" in proc.stderr and "'split-sum'" in proc.stderr

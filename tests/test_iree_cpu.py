@@ -11,24 +11,7 @@ import fxsoftmax
 from fxsoftmax.backends.compiler import IreeCompileError, iree_compile
 from fxsoftmax.backends.export import export_program, program_to_mlir
 from fxsoftmax.policy import parse_policy
-from helpers import PRESETS, assert_close
-
-
-class FourSites(torch.nn.Module):
-    """Attention-like scores with scale and mask producers, a dim-0 2-D, a 1-D and a middle-dim 4-D softmax."""
-
-    def forward(self, s, mask, x2, x1, x4):
-        a = torch.softmax(s * 0.125 + mask, -1)
-        b = torch.softmax(x2, 0)
-        c = torch.softmax(x1, 0)
-        d = torch.softmax(x4, 1)
-        return a, b, c, d
-
-
-def four_site_args(dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    shapes = [(2, 4, 16, 16), (2, 1, 1, 16), (24, 40), (100,), (2, 6, 5, 7)]
-    return tuple(torch.randn(s, generator=g).to(dtype) for s in shapes)
+from helpers import PRESETS, FourSites, assert_close, four_site_args
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +78,23 @@ def test_dynamic_batch_one_module_many_sizes():
     site = fxsoftmax.inspect(art).sites[0]
     assert site.matches_plan and len(site.dispatches) == 2
     assert site.dispatches[0].reads_bytes is None and "?" in site.dispatches[0].reads[0]
+
+
+@pytest.mark.parametrize("policy", ["remat", "per-step", "1|234"])
+def test_dynamic_sequence_attention_when_a_later_group_rereads_x(policy):
+    """The first group would fuse the scale producer and write x out; with dynamic sizes IREE 3.9's module
+    then dies with SIGBUS, so the pass fences x there (regression test)."""
+
+    class M(torch.nn.Module):
+        def forward(self, a):
+            return torch.softmax((a @ a.transpose(-1, -2)) * 0.25, -1)
+
+    seq = torch.export.Dim("seq", min=2, max=64)
+    art = fxsoftmax.export(M(), (torch.randn(2, 12, 16),), policy=policy, dynamic_shapes=({1: seq},))
+    for n in (5, 12, 33):
+        a = torch.randn(2, n, 16)
+        assert (art(a) - M()(a)).abs().max().item() <= 1e-5
+    assert fxsoftmax.inspect(art, stack=False).sites[0].matches_plan
 
 
 def test_artifact_save_and_reload(tmp_path):

@@ -12,6 +12,7 @@ import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
+from ..costmodel import AutoChooser
 from ..passes import SiteReport
 from ..passes.attention import attention_decompositions
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
@@ -29,6 +30,7 @@ OPTIONS = {
     "attention": "keep | decompose (default keep)",
     "fallback": "None | 'eager': run a graph IREE cannot compile in eager instead (default None)",
     "extra_flags": "extra iree-compile flags",
+    "threads": "threads the `auto` policy assumes (default: all cores)",
 }
 FALLBACKS = (None, "eager")
 
@@ -62,6 +64,7 @@ class Backend:
     attention: str = "keep"
     fallback: str | None = None
     extra_flags: Sequence[str] = ()
+    threads: int | None = None
     graphs: list[CompiledGraph] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -78,7 +81,8 @@ class Backend:
             # export traces with its own fake mode; dynamo's tracing context must not see its guards
             with torch._guards.tracing(None):
                 ep = export_program(wrapper, tensor_args, None, dynamic, self.attention)
-                art = compile_program(ep, self.policy, self.overrides, self.target, self.extra_flags, what=name)
+                chooser = AutoChooser(self.target.kind, self.threads)
+                art = compile_program(ep, self.policy, self.overrides, self.target, self.extra_flags, what=name, chooser=chooser)
         except IreeCompileError as e:
             if self.fallback != "eager":
                 raise IreeCompileError(f"{name} of the compiled model", e.stderr) from None

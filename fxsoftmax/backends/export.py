@@ -11,11 +11,13 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch.utils import _pytree as pytree
 
+from ..costmodel import AutoChooser
 from ..passes import SiteReport, decompose_softmax
 from ..passes.attention import attention_decompositions, fold_sdpa_scale
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
 from .compiler import CompileResult, iree_compile
-from .runtime import IreeRunner
+from .runtime import DeviceUnavailableError, IreeRunner
+from .vulkan import SOFTWARE_VULKAN_ARCH
 from .targets import Target
 
 
@@ -37,7 +39,14 @@ class Artifact:
         """The module loaded on `driver` (default: the target's driver); loaded once per driver."""
         driver = driver or self.target.driver
         if driver not in self._runners:
-            self._runners[driver] = IreeRunner(self.vmfb, driver)
+            runner = IreeRunner(self.vmfb, driver)
+            if runner.opened.software_vulkan and self.target.chip != SOFTWARE_VULKAN_ARCH:
+                raise DeviceUnavailableError(
+                    f"the only Vulkan device is {runner.opened.description}; this module was compiled for "
+                    f"{self.target.chip!r}, whose reductions give wrong results on it (subgroups of 8 lanes); "
+                    f"compile with arch={SOFTWARE_VULKAN_ARCH!r} to run here"
+                )
+            self._runners[driver] = runner
         return self._runners[driver]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -66,6 +75,7 @@ def export(
     arch: str | None = None,
     dynamic_shapes: Any = None,
     attention: str = "keep",
+    threads: int | None = None,
     extra_flags: Sequence[str] = (),
 ) -> Artifact:
     """Export `model` with example inputs, rewrite its softmaxes per `policy`, compile it for `device`.
@@ -73,13 +83,15 @@ def export(
     `device` is one of cpu, cuda, hip, vulkan (`arch` picks the chip, e.g. sm_80, gfx942). `dynamic_shapes`
     is passed to torch.export (use torch.export.Dim) so one module serves several sizes. `attention`
     "keep" leaves scaled_dot_product_attention to IREE's attention kernel; "decompose" rewrites it to
-    matmuls and a softmax, which the policy then applies to.
+    matmuls and a softmax, which the policy then applies to. `threads` (default: all cores) is what the
+    `auto` policy assumes the module will run with.
     """
     target = Target(device, arch)
     PolicyMap(policy, overrides)  # fail on a bad policy before the slow export
     attention_decompositions(attention)
     ep = export_program(model, args, kwargs, dynamic_shapes, attention)
-    return compile_program(ep, policy, overrides, target, extra_flags, what=type(model).__name__)
+    chooser = AutoChooser(target.kind, threads)
+    return compile_program(ep, policy, overrides, target, extra_flags, what=type(model).__name__, chooser=chooser)
 
 
 def compile_program(
@@ -90,9 +102,10 @@ def compile_program(
     extra_flags: Sequence[str] = (),
     *,
     what: str = "the model",
+    chooser: Any = None,
 ) -> Artifact:
     """Rewrite an ExportedProgram's softmaxes (in place), import it with iree-turbine, compile it."""
-    result = decompose_softmax(ep, policy, overrides)
+    result = decompose_softmax(ep, policy, overrides, chooser=chooser or AutoChooser(target.kind))
     mlir = program_to_mlir(ep)
     flags = target.compile_flags() + list(extra_flags)
     compiled = compile_cached(mlir, flags, what=f"{what} for {target}", phases=("flow",))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import iree.runtime as rt
 import numpy as np
 import torch
 from iree.turbine.support.conversions import DTYPE_TO_ELEMENT_TYPE, torch_dtype_to_numpy
+
+from .vulkan import vulkan_devices
 
 _ELEMENT_TYPE_TO_DTYPE = {int(v): k for k, v in DTYPE_TO_ELEMENT_TYPE.items() if k not in (torch.qint8, torch.quint8)}
 
@@ -25,26 +28,44 @@ def available_devices() -> dict[str, list[str]]:
             found[name] = [str(d.get("name", d.get("path", "?"))) for d in devices]
         except Exception as e:  # a driver whose library or hardware is missing
             found[name] = [f"<unavailable: {str(e).splitlines()[0]}>"]
+    for dev in vulkan_devices():
+        if dev.is_software:
+            found.setdefault("vulkan", []).append(f"{dev.name} (software; vulkan://{dev.uuid})")
     return found
 
 
-def open_device(driver: str) -> rt.HalDevice:
-    """The first device of `driver` (e.g. "local-task", "cuda"), or DeviceUnavailableError."""
+@dataclass
+class OpenedDevice:
+    hal: rt.HalDevice
+    uri: str  # what was opened, e.g. "local-task" or "vulkan://6d657361-..."
+    description: str
+    software_vulkan: bool = False
+
+
+def open_device(driver: str) -> OpenedDevice:
+    """The first device of `driver` ("local-task", "cuda", "vulkan", or a device URI).
+
+    For "vulkan" with no device IREE lists, Mesa's software device (llvmpipe) is opened by its UUID.
+    Raises DeviceUnavailableError naming the drivers and devices that were found."""
     try:
-        return rt.get_device(driver)
+        return OpenedDevice(rt.get_device(driver), driver, driver)
     except Exception as e:
-        found = "; ".join(f"{k}: {', '.join(v) or 'no devices'}" for k, v in available_devices().items())
-        raise DeviceUnavailableError(
-            f"IREE driver {driver!r} has no usable device here ({str(e).splitlines()[0]}). Found: {found}"
-        ) from None
+        error = str(e).splitlines()[0]
+    if driver == "vulkan":
+        for dev in vulkan_devices():
+            if dev.is_software:
+                uri = f"vulkan://{dev.uuid}"
+                return OpenedDevice(rt.get_device(uri), uri, f"{dev.name} (software Vulkan, opened by UUID)", True)
+    found = "; ".join(f"{k}: {', '.join(v) or 'no devices'}" for k, v in available_devices().items())
+    raise DeviceUnavailableError(f"IREE driver {driver!r} has no usable device here ({error}). Found: {found}")
 
 
 class IreeRunner:
     """One VMFB loaded on one device; tensors are placed on the device once, then invoked."""
 
     def __init__(self, vmfb: bytes, driver: str = "local-task", function: str = "main"):
-        self.driver = driver
-        self.device = open_device(driver)
+        self.opened = open_device(driver)
+        self.device = self.opened.hal
         self.instance = rt.VmInstance()
         self.module = rt.VmModule.copy_buffer(self.instance, vmfb)
         hal = rt.create_hal_module(self.instance, self.device)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEVICES = ("cpu", "cuda", "hip", "vulkan")
-DEFAULT_ARCH = {"cpu": "host", "cuda": "sm_80", "hip": "gfx942", "vulkan": "rdna3"}
+# vulkan: IREE's generic profile, which runs on any Vulkan 1.1 device incl. Mesa's llvmpipe; pass a chip
+# (rdna3, ampere, valhall, ...) for a real GPU.
+DEFAULT_ARCH = {"cpu": "host", "cuda": "sm_80", "hip": "gfx942", "vulkan": "vp_android_baseline_2022"}
 _DRIVERS = {"cpu": "local-task", "cuda": "cuda", "hip": "hip", "vulkan": "vulkan"}
 
 # Lets IREE put a group's reductions and elementwise steps (e.g. max, exp, sum) into one dispatch;

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence, Union
+from typing import Any, NamedTuple, Sequence, Union
 
 import torch
 import torch.fx as fx
@@ -34,13 +34,15 @@ def decompose_softmax(
     overrides: Overrides | None = None,
     *,
     example_inputs: Sequence[torch.Tensor] | None = None,
+    chooser: Any = None,
 ) -> PassResult:
     """Rewrite every floating-point softmax in `module` (in place) into four steps grouped per policy.
 
     `module` is a torch.fx.GraphModule (ATen-level or torch-level) or a torch.export ExportedProgram.
     `policy` is a preset name or plan string; `overrides` maps glob patterns (node name or module
     path, or "re:<regex>") to policies, or is a callable(site) -> policy|None. A torch-level graph
-    without shape metadata (e.g. from torch.fx.symbolic_trace) needs `example_inputs`.
+    without shape metadata (e.g. from torch.fx.symbolic_trace) needs `example_inputs`. `chooser` resolves
+    `auto` per site (default: fxsoftmax.costmodel.AutoChooser for CPU, all cores).
     """
     if isinstance(module, ExportedProgram):
         gm = module.graph_module
@@ -51,7 +53,7 @@ def decompose_softmax(
             f"decompose_softmax expects a torch.fx.GraphModule or torch.export.ExportedProgram, got "
             f"{type(module).__name__}; for an nn.Module use fxsoftmax.export(...) or torch.export.export first"
         )
-    pmap = PolicyMap(policy, overrides)
+    pmap = PolicyMap(policy, overrides, chooser)
     if example_inputs is not None:
         _propagate_fake(gm, example_inputs)
 
@@ -75,8 +77,8 @@ def _apply(gm: fx.GraphModule, site: SoftmaxSite, pmap: PolicyMap, renamed: dict
         report.plan = report.plan_text = "-"
         report.status, report.reason = "skipped", site.skip_reason
         return report
-    plan = pmap.plan_for(site)
-    report.plan, report.plan_text = plan.label, plan.text
+    plan, why = pmap.plan_for(site)
+    report.plan, report.plan_text, report.reason = plan.label, plan.text, why
     if plan.is_fused:
         keep_fused_site(gm, site)
         report.status, report.groups = "fused", [["fused"]]

@@ -76,6 +76,12 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
     dim, cdt = [site.dim], site.compute_dtype
     stored: dict[int, fx.Node] = {}  # step -> node computed unmarked (what later groups may read)
 
+    # IREE 3.9 miscompiles (the module dies with SIGBUS at run time) a dispatch with dynamic shapes that
+    # fuses x's elementwise producers into the first group and also writes x out for a later group. Then
+    # the first group reads x through a boundary too: the producers keep a dispatch of their own.
+    x_reread = any(s.n in (1, 2) for g in plan.groups[1:] for s in g)
+    fence_first = x_reread and any(not isinstance(d, int) for d in (site.shape or ()))
+
     for gi, group in enumerate(plan.groups, start=1):
         local: dict[Any, fx.Node] = {}
 
@@ -84,7 +90,8 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
             # softmax input of the first group, so x's producers can fuse into that group.
             if key not in local:
                 label = f"g{gi}_in_{VALUE_NAMES.get(key, key)}"
-                local[key] = value if (gi == 1 and key == "x") else emit(BOUNDARY, (value,), tag, label)
+                direct = gi == 1 and key == "x" and not fence_first
+                local[key] = value if direct else emit(BOUNDARY, (value,), tag, label)
             return local[key]
 
         def xc(tag: str) -> fx.Node:

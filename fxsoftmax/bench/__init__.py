@@ -1,0 +1,45 @@
+"""The benchmark: every preset against torch eager, inductor, IREE's own softmax and two floors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..costmodel import USER, calibration_path, load_calibration
+from .cases import cases, machine
+from .results import auto_rows, calibration, markdown, plots, write_tables
+from .sweep import run_sweep
+
+KINDS = ("quick", "full", "calibrate")
+
+
+def run_bench(kind: str = "quick", out: str = "bench-out", *, repeat: int = 7, inductor: bool = True,
+              calibration_out: str | None = None, quiet: bool = False) -> str:
+    """Run a sweep, write results.csv/json, report.md and plots into `out`; return the Markdown report.
+    kind "calibrate" also writes the calibration `auto` uses (default: this machine's user file)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown benchmark kind {kind!r}; accepted: {', '.join(KINDS)}")
+    if repeat < 1:
+        raise ValueError("repeat must be at least 1")
+    info = machine()
+    rows = run_sweep(cases(kind), repeat=repeat, inductor=inductor, stack=kind != "quick", quiet=quiet)
+    write_tables(rows, out)
+    notes = []
+    if kind == "calibrate":
+        target = calibration_out or USER
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        with open(target, "w") as f:
+            json.dump(calibration(rows, info), f, indent=1)
+        notes.append(f"calibration written to {target}")
+    try:
+        cal = load_calibration(calibration_out if kind == "calibrate" else calibration_path())
+        autos = auto_rows(rows, cal)
+        notes.append(f"`auto` decisions use {cal['path']} (made {cal.get('created', '?')})")
+    except FileNotFoundError:
+        autos = None
+        notes.append("no calibration file yet: run `fxsoftmax bench --calibrate`")
+    files = plots(rows, out)
+    text = markdown(rows, info, autos, files, title=f"{kind} sweep") + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(text)
+    return text

@@ -1,0 +1,111 @@
+"""What the benchmark measures: cases (shape, dim, dtype, threads) and the machine it runs on."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import asdict, dataclass
+
+import torch
+
+PRESETS = ("fused", "remat", "split", "split-sum", "per-step")
+PEERS = ("eager", "inductor", "copy-floor", "exp-floor")
+
+
+@dataclass(frozen=True)
+class Case:
+    shape: tuple[int, ...]
+    dim: int
+    dtype: str  # "float32" | "bfloat16"
+    threads: int
+
+    @property
+    def row_len(self) -> int:
+        return self.shape[self.dim]
+
+    @property
+    def rows(self) -> int:
+        return math.prod(self.shape) // self.row_len
+
+    @property
+    def last_dim(self) -> bool:
+        return self.dim in (-1, len(self.shape) - 1)
+
+    @property
+    def size(self) -> str:
+        return "x".join(map(str, self.shape)) + ("" if self.last_dim else f" dim {self.dim}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.size} {self.dtype} {self.threads}t"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "shape": list(self.shape), "rows": self.rows, "row_len": self.row_len, "last_dim": self.last_dim}
+
+
+FULL_SHAPES = [
+    ((1, 1048576), -1),  # one long row (the seed's 1-D case)
+    ((4096, 16384), -1),
+    ((16384, 16384), -1),  # the seed's case
+    ((1, 12, 512, 512), -1),  # attention scores
+    ((1, 12, 128, 128), -1),
+    ((1024, 4096), 0),  # a non-last reduction dim
+]
+QUICK_SHAPES = [((64, 2048), -1), ((256, 256), 0)]
+# Extra points for `--calibrate` so `auto` generalizes between the sweep's shapes.
+CALIBRATION_EXTRA = [((256, 256), -1), ((64, 4096), -1), ((1024, 1024), -1), ((8, 65536), -1), ((4096, 512), 0)]
+
+
+def has_bf16() -> bool:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX-BF16); without them bf16 is emulated."""
+    flags = cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def thread_counts() -> tuple[int, ...]:
+    n = os.cpu_count() or 1
+    return (1, n) if n > 1 else (1,)
+
+
+def cases(kind: str) -> list[Case]:
+    """Cases for kind "quick", "full" or "calibrate"."""
+    shapes = {"quick": QUICK_SHAPES, "full": FULL_SHAPES, "calibrate": FULL_SHAPES + CALIBRATION_EXTRA}[kind]
+    dtypes = ["float32"] + (["bfloat16"] if has_bf16() and kind != "quick" else [])
+    return [Case(s, d, dt, t) for s, d in shapes for dt in dtypes for t in thread_counts()]
+
+
+def machine() -> dict:
+    """CPU model, cores, ISA flags that matter here, versions."""
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    interesting = sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx", "sse4")) or "bf16" in f)
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "isa": interesting,
+        "bf16_instructions": has_bf16(),
+        "memory_gib": round(mem, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "iree_compiler": version("iree-base-compiler"),
+        "iree_runtime": version("iree-base-runtime"),
+    }
