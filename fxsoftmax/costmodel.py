@@ -30,7 +30,7 @@ USER = os.environ.get("FXSOFTMAX_CALIBRATION") or os.path.join(
 # Plans `auto` may pick on CPU: each compiles under a 4 KiB stack for the largest shapes measured
 # (tests/test_iree_cpu.py), so `auto` never exceeds IREE's stack limit. `fused` joins only where the
 # calibration measured its stack within the limit.
-CPU_CANDIDATES = ("remat", "split", "split-sum", "per-step")
+CPU_CANDIDATES = ("remat", "split", "split-sum", "per-step", "online")
 STACK_LIMIT = 32768
 
 

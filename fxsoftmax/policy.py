@@ -3,7 +3,8 @@
 The steps of softmax along a dim: 1 `m = max(x)`, 2 `z = exp(x - m)`, 3 `l = sum(z)`, 4 `y = z / l`.
 A plan is an ordered list of groups separated by `|`; each group becomes one dispatch. A step marked
 `'` is recomputed inside its group and never stored; an unmarked step is computed once and, if a
-later group uses it, stored in global memory between the two dispatches.
+later group uses it, stored in global memory between the two dispatches. `(13)` computes steps 1 and 3
+together in one pass over x with the online normalizer (running max, rescaled running sum).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Callable, Mapping, Union
 
 # What each step reads besides x.
 STEP_DEPS: dict[int, tuple[int, ...]] = {1: (), 2: (1,), 3: (2,), 4: (2, 3)}
-STEP_NAMES: dict[int, str] = {1: "max", 2: "exp", 3: "sum", 4: "div"}
+STEP_NAMES: dict[int, str] = {1: "max", 2: "exp", 3: "sum", 4: "scale"}
 # Whether a step's result is full-size (like x) or reduced along the softmax dim.
 FULL_SIZE_STEPS = frozenset({2, 4})
 
@@ -25,12 +26,10 @@ PRESETS: dict[str, str] = {
     "split": "12|34",
     "split-sum": "123|4",
     "per-step": "1|2|3|4",
-    "online": "(1+3 online)|2'4  [not implemented yet]",
+    "online": "(13)|2'4",
     "auto": "chosen per site by a cost model (fxsoftmax.costmodel)",
 }
-_NOT_IMPLEMENTED = {
-    "online": "the online-normalizer policy is not implemented yet (tracked in issue #6)",
-}
+_NOT_IMPLEMENTED: dict[str, str] = {}
 DEFAULT_POLICY = "split"
 
 
@@ -46,9 +45,14 @@ def _accepted() -> str:
 class Step:
     n: int
     recompute: bool = False
+    online: bool = False  # steps 1 and 3 computed together in one pass over x
 
     def __str__(self) -> str:
         return f"{self.n}'" if self.recompute else str(self.n)
+
+    @property
+    def deps(self) -> tuple[int, ...]:
+        return () if self.online else STEP_DEPS[self.n]
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ class Plan:
     def text(self) -> str:
         if not self.groups:
             return str(self.name)
-        return "|".join("".join(str(s) for s in g) for g in self.groups)
+        return "|".join("".join(str(s) for s in g).replace("13", "(13)") if any(s.online for s in g)
+                        else "".join(str(s) for s in g) for g in self.groups)
 
     @property
     def label(self) -> str:
@@ -85,7 +90,8 @@ class Plan:
     def exps_per_element(self) -> int:
         if self.is_fused:
             return 2
-        return sum(any(s.n == 2 for s in g) for g in self.groups)
+        # an online pass evaluates exp twice per element (the rescale and the new term)
+        return sum(any(s.n == 2 for s in g) + 2 * any(s.online for s in g) for g in self.groups)
 
     def stored(self) -> tuple[int, ...]:
         """Steps whose results cross a dispatch boundary (excluding the output, step 4)."""
@@ -97,7 +103,7 @@ class Plan:
         return tuple(sorted(out))
 
     def _used_after(self, n: int, gi: int) -> bool:
-        return any(n in STEP_DEPS[s.n] for g in self.groups[gi + 1 :] for s in g)
+        return any(n in s.deps for g in self.groups[gi + 1 :] for s in g)
 
     def __str__(self) -> str:
         return self.label
@@ -120,9 +126,12 @@ def parse_plan(text: str) -> Plan:
     for gtext in src.split("|"):
         if not gtext:
             raise ValueError(f"plan {text!r} has an empty group; {_accepted()}")
-        if not re.fullmatch(r"([1-4]'?)+", gtext):
-            raise ValueError(f"plan {text!r}: group {gtext!r} is not a sequence of steps 1-4 (each optionally followed by '); {_accepted()}")
-        groups.append(tuple(Step(int(m[0]), bool(m[1])) for m in re.findall(r"([1-4])('?)", gtext)))
+        if not re.fullmatch(r"(\(13\)|[1-4]'?)+", gtext):
+            raise ValueError(f"plan {text!r}: group {gtext!r} is not a sequence of steps 1-4 (each optionally followed by ') or (13); {_accepted()}")
+        steps: list[Step] = []
+        for token in re.findall(r"\(13\)|[1-4]'?", gtext):
+            steps += [Step(1, online=True), Step(3, online=True)] if token == "(13)" else [Step(int(token[0]), token.endswith("'"))]
+        groups.append(tuple(steps))
     plan = Plan(groups=tuple(groups))
     _validate(plan, text)
     return plan
@@ -156,7 +165,7 @@ def _validate(plan: Plan, text: str) -> None:
                     f"plan {text!r}: step {s}' in group {gi + 1} recomputes step {s.n}, which group "
                     f"{where_computed[s.n] + 1} already stores; use one or the other; {_accepted()}"
                 )
-            for dep in STEP_DEPS[s.n]:
+            for dep in s.deps:
                 if dep in local or dep in stored:
                     continue
                 later_here = any(t.n == dep for t in group[si + 1 :])
@@ -170,7 +179,7 @@ def _validate(plan: Plan, text: str) -> None:
                 raise ValueError(f"plan {text!r}: step {s} in group {gi + 1} needs step {dep}, but {why}; {_accepted()}")
             local.add(s.n)
         for s in group:
-            if s.recompute and not any(s.n in STEP_DEPS[t.n] for t in group):
+            if s.recompute and not any(s.n in t.deps for t in group):
                 raise ValueError(f"plan {text!r}: recomputed step {s} in group {gi + 1} is not used in that group; {_accepted()}")
         stored |= {s.n for s in group if not s.recompute}
 
@@ -191,7 +200,7 @@ def parse_policy(policy: PolicyLike) -> Plan:
     if key in PRESETS:
         plan = parse_plan(PRESETS[key])
         return Plan(groups=plan.groups, name=key)
-    if not re.fullmatch(r"[1-4'|\s]*", key):
+    if not re.fullmatch(r"[1-4'|()\s]*", key):
         raise ValueError(f"unknown policy {policy!r}; {_accepted()}")
     plan = parse_plan(key)
     named = next((k for k, v in PRESETS.items() if v == plan.text), None)

@@ -272,7 +272,7 @@ def _inspect_site(
                 exe.name, sorted(tagged), _sort_steps([s for g in sorted(tagged) for s in tagged[g]]),
                 [t.type for t in exe.reads], [t.type for t in exe.writes],
                 _sum(t.bytes for t in exe.reads), _sum(t.bytes for t in exe.writes),
-                exe.stack_bytes, exe.other_ops,
+                None if exe.dynamic_stack else exe.stack_bytes, exe.other_ops,  # a dynamic alloca: no bound known
             )
         )
     problem = ""
@@ -289,7 +289,11 @@ def _inspect_site(
                 break
     stored = _sum(r.writes_bytes for r in rows[:-1]) if len(rows) > 1 else 0
     plan_text = "|".join("".join(g) for g in planned)
-    exps = 2 if plan_text == "fused" else sum(any(s.startswith("2") for s in r.steps) for r in rows)
+    # a dispatch holding 2 computes exp once per element; one holding 1 and 3 without 2 is an online pass
+    # (exp of the rescale and of the new term); IREE's fused softmax recomputes exp
+    exps = 2 if plan_text == "fused" else sum(
+        1 if any(s.startswith("2") for s in r.steps) else 2 * ({"1", "3"} <= set(r.steps)) for r in rows
+    )
     return SiteInspection(site, label or plan_text, planned, rows, stored, exps, not problem, problem)
 
 

@@ -7,7 +7,7 @@ import torch.fx as fx
 from torch.fx.experimental.proxy_tensor import make_fx
 
 aten = torch.ops.aten
-PRESETS = ("remat", "split", "split-sum", "per-step")
+PRESETS = ("remat", "split", "split-sum", "per-step", "online")
 # Tolerance vs eager for the output dtype: f32 per the issue; f16/bf16 one unit in the last place at 1.0.
 ATOL = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 2**-10, torch.bfloat16: 2**-7}
 

@@ -14,6 +14,9 @@ from helpers import PRESETS, FourSites, four_site_args
 
 TARGETS = [("cuda", None), ("hip", None), ("vulkan", "rdna3"), ("vulkan", None)]
 ARGS = four_site_args(row=32)  # IREE 3.9's own CUDA softmax cannot compile rows of 16 here (see below)
+# Measured: IREE 3.9's GPU code generation rejects the online max+sum reduction on these targets (the
+# `auto` GPU rule never picks it).
+ONLINE_FAILS = {"cuda:sm_80": "failed to bufferize", "vulkan:vp_android_baseline_2022": "bytes of shared memory"}
 
 
 @pytest.fixture(scope="module", params=TARGETS, ids=lambda t: f"{t[0]}-{t[1] or 'default'}")
@@ -27,6 +30,10 @@ def test_every_preset_has_its_dispatches_on_gpu_targets(target):
     assert fused.target == str(target) and all(s.matches_plan for s in fused.sites)
     for policy in PRESETS:
         plan = parse_policy(policy)
+        if policy == "online" and str(target) in ONLINE_FAILS:
+            with pytest.raises(IreeCompileError, match=ONLINE_FAILS[str(target)]):
+                fxsoftmax.export(FourSites(), ARGS, policy=policy, device=target.device, arch=target.arch)
+            continue
         report = fxsoftmax.inspect(fxsoftmax.export(FourSites(), ARGS, policy=policy, device=target.device, arch=target.arch))
         for site in report.sites:
             assert site.matches_plan, (policy, site.problem)

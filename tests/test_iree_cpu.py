@@ -56,7 +56,7 @@ def test_cpu_runtime_matches_eager_f32(policy):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("policy", ["split", "remat"])
+@pytest.mark.parametrize("policy", ["split", "remat", "online"])
 def test_cpu_runtime_matches_eager_low_precision(dtype, policy):
     args = four_site_args(dtype)
     art = fxsoftmax.export(FourSites(), args, policy=policy)
@@ -80,7 +80,7 @@ def test_dynamic_batch_one_module_many_sizes():
     assert site.dispatches[0].reads_bytes is None and "?" in site.dispatches[0].reads[0]
 
 
-@pytest.mark.parametrize("policy", ["remat", "per-step", "1|234"])
+@pytest.mark.parametrize("policy", ["remat", "per-step", "1|234", "online"])
 def test_dynamic_sequence_attention_when_a_later_group_rereads_x(policy):
     """The first group would fuse the scale producer and write x out; with dynamic sizes IREE 3.9's module
     then dies with SIGBUS, so the pass fences x there (regression test)."""

@@ -10,7 +10,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 import fxsoftmax
-from fxsoftmax.ops import BOUNDARY
+from fxsoftmax.ops import BOUNDARY, ONLINE_MAX_SUM
 from helpers import PRESETS, aten, aten_graph, assert_close, assert_meta_matches_execution, count
 
 SHAPES = [(37,), (5, 37), (2, 3, 5, 37)]
@@ -103,27 +103,31 @@ def test_plain_softmax_keeps_nan_for_fully_masked_rows_like_eager():
     assert gm(x)[1].isnan().all()
 
 
-# Expected op counts after rewriting one site: (amax, exp, sum, div, boundary).
+# Expected ops after rewriting one site: (amax, exp, sum, div, mul, reciprocal, online max+sum, boundary).
+# Step 4 divides when l is made in its own group, else multiplies by 1/l made once per row where l is.
 EXPECTED_OPS = {
-    "remat": (1, 2, 1, 1, 6),  # g2 reads x, m; g3 reads x, m, l; + output
-    "split": (1, 1, 1, 1, 2),  # g2 reads z; + output
-    "split-sum": (1, 1, 1, 1, 3),  # g2 reads z, l; + output
-    "per-step": (1, 1, 1, 1, 6),  # g2: x, m; g3: z; g4: z, l; + output
+    "remat": (1, 2, 1, 0, 1, 1, 0, 6),  # g2 reads x, m; g3 reads x, m, 1/l; + output
+    "split": (1, 1, 1, 1, 0, 0, 0, 2),  # g2 reads z; + output
+    "split-sum": (1, 1, 1, 0, 1, 1, 0, 3),  # g2 reads z, 1/l; + output
+    "per-step": (1, 1, 1, 0, 1, 1, 0, 6),  # g2: x, m; g3: z; g4: z, 1/l; + output
+    "online": (0, 1, 0, 0, 1, 1, 1, 4),  # g2 reads x, m, 1/l; + output
 }
+OPS = (aten.amax.default, aten.exp.default, aten.sum.dim_IntList, aten.div.Tensor, aten.mul.Tensor,
+       aten.reciprocal.default, ONLINE_MAX_SUM, BOUNDARY)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_ops_before_and_after(preset):
     x = _input((2, 4, 16), torch.float32)
     gm = aten_graph(lambda t: aten.softmax.int(t * 2.0, -1) + 1, x)
-    assert count(gm, aten.softmax.int) == 1 and count(gm, BOUNDARY) == 0
+    assert count(gm, aten.softmax.int) == 1 and count(gm, BOUNDARY) == 0 and count(gm, aten.mul.Tensor) == 1
     fxsoftmax.decompose_softmax(gm, preset)
-    got = tuple(count(gm, op) for op in (aten.amax.default, aten.exp.default, aten.sum.dim_IntList, aten.div.Tensor, BOUNDARY))
+    got = tuple(count(gm, op) - (op == aten.mul.Tensor) for op in OPS)  # minus the producer's multiply
     assert got == EXPECTED_OPS[preset]
     assert count(gm, aten.softmax.int) == 0
     # producers are untouched and still feed the first group directly
     mul = next(n for n in gm.graph.nodes if n.target == aten.mul.Tensor)
-    assert any(u.target == aten.amax.default for u in mul.users)
+    assert any(u.target in (aten.amax.default, ONLINE_MAX_SUM) for u in mul.users)
 
 
 def test_fused_leaves_softmax_alone_and_reports_it():

@@ -35,10 +35,21 @@ def test_plan_string_names_its_preset_and_accepts_new_plans():
     assert parse_policy("1|2|3'4").stored() == (1, 2)
 
 
-@pytest.mark.parametrize("name", ["online"])
-def test_later_policies_say_not_implemented(name):
-    with pytest.raises(NotImplementedError, match="not implemented yet"):
-        parse_policy(name)
+def test_online_plan_grammar():
+    plan = parse_policy("online")
+    assert plan.text == "(13)|2'4" and plan.dispatches == 2 and plan.stored() == (1, 3)
+    assert plan.exps_per_element == 3  # the online pass evaluates exp twice per element, step 2' once
+    assert parse_policy("(13)|2'4").label == "online"
+    assert parse_policy("(13)|2|4").stored() == (1, 2, 3)
+    with pytest.raises(ValueError, match="computed in group 1 and again"):
+        parse_policy("1|(13)|2'4")
+
+
+def test_auto_is_resolved_by_the_chooser():
+    site = _Site("softmax", "")
+    pm = PolicyMap("auto", chooser=lambda s: (parse_policy("remat"), f"auto: picked for {s.name}"))
+    plan, why = pm.plan_for(site)
+    assert plan.label == "remat" and why == "auto: picked for softmax"
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ def run_bench(kind: str = "quick", out: str = "bench-out", *, repeat: int = 7, i
     if repeat < 1:
         raise ValueError("repeat must be at least 1")
     info = machine()
-    rows = run_sweep(cases(kind), repeat=repeat, inductor=inductor, stack=kind != "quick", quiet=quiet)
+    # the calibration only needs the presets: inductor's C++ compile would add minutes for nothing
+    rows = run_sweep(cases(kind), repeat=repeat, inductor=inductor and kind != "calibrate", stack=kind != "quick", quiet=quiet)
     write_tables(rows, out)
     notes = []
     if kind == "calibrate":

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-PRESETS = ("fused", "remat", "split", "split-sum", "per-step")
-PEERS = ("eager", "inductor", "copy-floor", "exp-floor")
+PRESETS = ("fused", "remat", "split", "split-sum", "per-step", "online")
+PEERS = ("eager", "eager-out", "inductor", "copy-floor", "exp-floor")
 
 
 @dataclass(frozen=True)

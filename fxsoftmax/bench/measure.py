@@ -1,5 +1,6 @@
 """Timing one case: every IREE preset on-device, and the peers (eager, inductor, copy and exp floors)
-on the same input buffer. Medians over `repeat` runs after warm-up; min and max kept."""
+on the same input buffer. Methods are timed round-robin (one run of each, then again) so that the
+machine's drift during a case spreads over all of them; medians over `repeat` rounds after warm-up."""
 
 from __future__ import annotations
 
@@ -25,21 +26,6 @@ class Timing:
     runs: int
     max_err: float | None = None  # vs torch eager, for the softmax methods
 
-    @classmethod
-    def of(cls, method: str, times: list[float], err: float | None = None) -> "Timing":
-        return cls(method, statistics.median(times), min(times), max(times), len(times), err)
-
-
-def _timed(fn: Callable[[], object], repeat: int) -> list[float]:
-    for _ in range(WARMUP):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return times
-
 
 def compile_presets(case: Case, x: torch.Tensor, presets: tuple[str, ...]) -> dict[str, Artifact]:
     """One IREE CPU module per preset for the case's shape (thread count is a run-time choice)."""
@@ -47,24 +33,44 @@ def compile_presets(case: Case, x: torch.Tensor, presets: tuple[str, ...]) -> di
     return {p: export(model, (x,), policy=p, device="cpu") for p in presets}
 
 
-def time_iree(case: Case, x: torch.Tensor, art: Artifact, method: str, want: torch.Tensor, repeat: int) -> Timing:
-    """On-device time: the input is placed once; each call returns when its results are ready."""
-    runner = art.runner("local-sync" if case.threads == 1 else "local-task")
-    placed = runner.put(x)
-    err = (runner.fetch(runner.invoke([placed])[0]).float() - want.float()).abs().max().item()
-    return Timing.of(method, _timed(lambda: runner.invoke([placed]), repeat), err)
-
-
-def time_torch(case: Case, x: torch.Tensor, repeat: int, with_inductor: bool) -> tuple[list[Timing], torch.Tensor]:
+def time_case(case: Case, x: torch.Tensor, arts: dict[str, Artifact], repeat: int, with_inductor: bool) -> list[Timing]:
+    """Every method on `x` with `case.threads` threads."""
     torch.set_num_threads(case.threads)
     want = torch.softmax(x, case.dim)
-    out = [Timing.of("eager", _timed(lambda: torch.softmax(x, case.dim), repeat), 0.0)]
+    y = torch.empty_like(x)
+    methods: dict[str, Callable[[], object]] = {}
+    errors: dict[str, float] = {}
+    placed = None
+    for name, art in arts.items():
+        # on-device: the input is placed once (the modules share the device); each call returns when
+        # its results are ready
+        runner = art.runner("local-sync" if case.threads == 1 else "local-task")
+        placed = placed or [runner.put(x)]
+        errors[name] = (runner.fetch(runner.invoke(placed)[0]).float() - want.float()).abs().max().item()
+        methods[name] = lambda r=runner, p=placed: r.invoke(p)
+    methods["eager"] = lambda: torch.softmax(x, case.dim)
+    # eager's kernel writing into a preallocated output: eager without its per-call allocation
+    methods["eager-out"] = lambda: torch.ops.aten._softmax.out(x, case.dim, False, out=y)
+    errors["eager"] = errors["eager-out"] = 0.0
     if with_inductor:
         torch._dynamo.reset()  # inductor bakes the thread count into its kernels
-        fn = torch.compile(lambda t: torch.softmax(t, case.dim), backend="inductor")
-        err = (fn(x).float() - want.float()).abs().max().item()
-        out.append(Timing.of("inductor", _timed(lambda: fn(x), repeat), err))
-    y = torch.empty_like(x)
-    out.append(Timing.of("copy-floor", _timed(lambda: y.copy_(x), repeat)))
-    out.append(Timing.of("exp-floor", _timed(lambda: torch.exp(x, out=y), repeat)))
-    return out, want
+        compiled = torch.compile(lambda t: torch.softmax(t, case.dim), backend="inductor")
+        errors["inductor"] = (compiled(x).float() - want.float()).abs().max().item()
+        methods["inductor"] = lambda: compiled(x)
+    methods["copy-floor"] = lambda: y.copy_(x)
+    methods["exp-floor"] = lambda: torch.exp(x, out=y)
+
+    for method in methods.values():
+        for _ in range(WARMUP):
+            method()
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(repeat):
+        for name, method in methods.items():
+            t = time.perf_counter()
+            method()
+            times[name].append((time.perf_counter() - t) * 1e3)
+    if arts:  # give the buffers IREE's caching allocator kept for this case back before the next one
+        next(iter(arts.values())).runner("local-sync" if case.threads == 1 else "local-task").device.allocator.trim()
+    return [
+        Timing(m, statistics.median(ts), min(ts), max(ts), len(ts), errors.get(m)) for m, ts in times.items()
+    ]

@@ -82,7 +82,8 @@ def markdown(rows: Sequence[dict], machine: dict, autos: Sequence[dict] | None, 
         "Times are medians in ms (min-max in brackets) of repeated runs after warm-up, measured side by side in "
         "one run. IREE runs on-device: input placed once, each call returns when its result is ready; 1 thread "
         "= `local-sync`, all cores = `local-task`. Floors use the same buffers: a copy (memory bandwidth) and "
-        "one `torch.exp(x, out=y)` pass.",
+        "one `torch.exp(x, out=y)` pass. `eager-out` is eager's kernel writing into a preallocated output "
+        "(`aten._softmax.out`), i.e. eager without its per-call allocation. IREE uses its caching allocator.",
         "",
     ]
     if autos:
@@ -145,7 +146,7 @@ def plots(rows: Sequence[dict], out: str) -> list[str]:
 
     files = []
     threads = sorted({r["threads"] for r in rows})
-    methods = [*PRESETS, "eager", "inductor", "exp-floor", "copy-floor"]
+    methods = [*PRESETS, "eager", "eager-out", "inductor", "exp-floor", "copy-floor"]
     fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)
     for ax, t in zip(axes[0], threads):
         for meth in methods:

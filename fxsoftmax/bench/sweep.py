@@ -9,7 +9,7 @@ import torch
 
 from ..report import inspect
 from .cases import PRESETS, Case
-from .measure import Timing, compile_presets, time_iree, time_torch
+from .measure import compile_presets, time_case
 
 
 class _Bar:
@@ -46,9 +46,7 @@ def run_sweep(
         stacks = {p: _max_stack(a) for p, a in arts.items()} if stack else {}
         for case in group:
             bar.step(case.label)
-            peers, want = time_torch(case, x, repeat, inductor)
-            timings: list[Timing] = [time_iree(case, x, arts[p], p, want, repeat) for p in presets] + peers
-            for t in timings:
+            for t in time_case(case, x, arts, repeat, inductor):
                 rows.append({**case.as_dict(), **t.__dict__, "stack_bytes": stacks.get(t.method)})
         del arts, x
     bar.close()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable
 
 import torch
 import torch.fx as fx
 
-from ..ops import BOUNDARY
+from ..ops import BOUNDARY, ONLINE_MAX_SUM
 from ..policy import STEP_NAMES, Plan
 from .sites import SoftmaxSite, fake_value
 
@@ -62,7 +63,7 @@ class _Emitter:
                 node.meta[key] = anchor.meta[key]
         _tag_trace(node, tag, anchor)
         if self.fake_mode is not None:
-            fake_args = [fake_value(a) if isinstance(a, fx.Node) else a for a in args]
+            fake_args = [a.meta.get("val", a.meta.get("example_value")) if isinstance(a, fx.Node) else a for a in args]
             with self.fake_mode:
                 node.meta["val"] = target(*fake_args, **kwargs)
             if "example_value" in anchor.meta:
@@ -81,6 +82,9 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
     # the first group reads x through a boundary too: the producers keep a dispatch of their own.
     x_reread = any(s.n in (1, 2) for g in plan.groups[1:] for s in g)
     fence_first = x_reread and any(not isinstance(d, int) for d in (site.shape or ()))
+
+    # With a single row IREE would make the lone scalar 1/l a dispatch of its own: divide instead.
+    per_row_reciprocal = not all(d == 1 for i, d in enumerate(site.shape or ()) if i != site.dim)
 
     for gi, group in enumerate(plan.groups, start=1):
         local: dict[Any, fx.Node] = {}
@@ -107,10 +111,26 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
         def get(step: int, tag: str) -> fx.Node:
             return local[step] if step in local else enter(step, stored[step], tag)
 
+        def finish_sum(l: fx.Node, tag: str, label: str) -> fx.Node:
+            if site.safe:  # a fully masked row sums to 0: 0 / tiny = 0, as _safe_softmax gives
+                l = emit(aten.clamp.default, (l, torch.finfo(cdt).tiny), tag, label + "_safe")
+            if per_row_reciprocal and not any(t.n == 4 for t in group):
+                # l crosses to a later group as 1/l, made once per row: step 4 then multiplies
+                # instead of dividing every element. (Within one group IREE would fuse 1/l into
+                # the per-element multiply, so there step 4 divides.)
+                l = emit(aten.reciprocal.default, (l,), tag, label + "_recip")
+            return l
+
         for s in group:
-            tag = step_tag(site.name, gi, str(s))
-            label = f"g{gi}_{STEP_NAMES[s.n]}"
-            if s.n == 1:
+            tag = step_tag(site.name, gi, "13" if s.online else str(s))
+            label = f"g{gi}_{'online' if s.online else STEP_NAMES[s.n]}"
+            if s.online and s.n == 3:
+                out = local[3]  # made with step 1
+            elif s.online:
+                pair = emit(ONLINE_MAX_SUM, (xc(tag), site.dim, tag), tag, label)
+                out = emit(operator.getitem, (pair, 0), tag, label + "_max")
+                local[3] = finish_sum(emit(operator.getitem, (pair, 1), tag, label + "_sum"), tag, label)
+            elif s.n == 1:
                 out = emit(aten.amax.default, (xc(tag), dim, True), tag, label)
                 if site.safe:  # a fully masked row has max -inf; keep x - m at -inf, not NaN
                     out = emit(aten.clamp.default, (out, torch.finfo(cdt).min), tag, label + "_safe")
@@ -118,12 +138,11 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
                 d = emit(aten.sub.Tensor, (xc(tag), get(1, tag)), tag, label + "_sub")
                 out = emit(aten.exp.default, (d,), tag, label)
             elif s.n == 3:
-                out = emit(aten.sum.dim_IntList, (get(2, tag), dim, True), tag, label)
+                out = finish_sum(emit(aten.sum.dim_IntList, (get(2, tag), dim, True), tag, label), tag, label)
             else:
-                l = get(3, tag)
-                if site.safe:  # a fully masked row sums to 0: 0 / tiny = 0, as _safe_softmax gives
-                    l = emit(aten.clamp.default, (l, torch.finfo(cdt).tiny), tag, label + "_safe")
-                out = emit(aten.div.Tensor, (get(2, tag), l), tag, label)
+                z, l = get(2, tag), get(3, tag)
+                op = aten.mul.Tensor if per_row_reciprocal and not any(t.n == 3 for t in group) else aten.div.Tensor
+                out = emit(op, (z, l), tag, label)
                 if site.out_dtype != cdt:
                     out = emit(prims.convert_element_type.default, (out, site.out_dtype), tag, label + "_cast")
             local[s.n] = out

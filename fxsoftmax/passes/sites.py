@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,8 +108,6 @@ def module_path(node: fx.Node) -> str:
 
 def _normalize_dynamo_path(path: str) -> str:
     # dynamo writes L['self'].encoder.layer[0] / L['self']._modules['x']; export writes encoder.layer.0
-    import re
-
     path = re.sub(r"^L\['self'\]\.?", "", path)
     path = re.sub(r"\._modules\['([^']+)'\]", r".\1", path)
     path = re.sub(r"\[(\d+)\]", r".\1", path)
