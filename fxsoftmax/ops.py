@@ -202,7 +202,7 @@ class online_max_sum(CustomOp):
             rmap=f"affine_map<({idx}) -> ({', '.join(f'd{i}' for i in kept)})>",
             iters=", ".join('"reduction"' if i == dim else '"parallel"' for i in range(rank)),
             reassoc="[" + ", ".join("[" + ", ".join(map(str, g)) + "]" for g in groups) + "]",
-            kshape=", ".join(f"%n{i}" if xt.is_dynamic_dim(i) else kdims[i] for i in range(rank)),
+            kshape=", ".join(f"%n{i}" if i in dyn else kdims[i] for i in range(rank)),
             tag1=f"{site}:s1", tag3=f"{site}:s3",
         )
         kb.yield_results(*impl_helper.call_function(func, x))

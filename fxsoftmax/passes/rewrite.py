@@ -82,6 +82,9 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
     # the first group reads x through a boundary too: the producers keep a dispatch of their own.
     x_reread = any(s.n in (1, 2) for g in plan.groups[1:] for s in g)
     fence_first = x_reread and any(not isinstance(d, int) for d in (site.shape or ()))
+    # IREE 3.9's CPU codegen also gets the online reduction wrong (every row off) when it fuses f16/bf16
+    # producers into it: the online group then reads x through a boundary as well.
+    fence_first |= plan.groups[0][0].online and cdt != site.x_dtype
 
     # With a single row IREE would make the lone scalar 1/l a dispatch of its own: divide instead.
     per_row_reciprocal = not all(d == 1 for i, d in enumerate(site.shape or ()) if i != site.dim)
