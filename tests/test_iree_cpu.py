@@ -97,6 +97,35 @@ def test_dynamic_sequence_attention_when_a_later_group_rereads_x(policy):
     assert fxsoftmax.inspect(art, stack=False).sites[0].matches_plan
 
 
+def edge_rows() -> torch.Tensor:
+    """Rows of 33 (not a multiple of the vector width) that stress the max step and exp."""
+    x = torch.randn(8, 33, generator=torch.Generator().manual_seed(0))
+    x[1] = float("-inf")  # fully masked
+    x[2, ::2] = float("-inf")  # partly masked
+    x[3] = torch.linspace(-3e38, 3e38, 33, dtype=torch.float64).float()  # x - max overflows to -inf
+    x[4] = torch.finfo(torch.float32).min  # a padding row masked the Hugging Face way
+    x[5] = x[5] - 1e6  # far below 0: exp(x) alone underflows
+    x[6] = x[6] - 100.0
+    x[7] = 1e4 * x[7]
+    return x
+
+
+@pytest.mark.parametrize("policy", ["fused", *PRESETS])
+def test_cpu_runtime_edge_rows(policy):
+    """-inf rows (incl. _safe_softmax's zeros), extreme and far-negative rows, over the last dim and dim 0.
+    IREE 3.9's default vectorization pads the max reduction of a 33-long row with 0 (all-negative rows
+    then get max 0 and exp underflows to NaN); the CPU target peels instead (regression test)."""
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return torch.ops.aten._safe_softmax.default(x, -1), torch.softmax(x.t(), 0)
+
+    x = edge_rows()
+    art = fxsoftmax.export(M(), (x,), policy=policy)
+    for got, want in zip(art(x), M()(x)):
+        assert_close(got, want)
+
+
 def test_artifact_save_and_reload(tmp_path):
     import iree.runtime as rt
 
