@@ -41,10 +41,10 @@ class Bundle:
             return f.read()
 
     def inputs(self) -> list[torch.Tensor]:
-        return _load_tensors(os.path.join(self.path, "inputs.npz"), self.manifest["inputs"])
+        return load_tensors(os.path.join(self.path, "inputs.npz"), self.manifest["inputs"])
 
     def expected(self) -> list[torch.Tensor]:
-        return _load_tensors(os.path.join(self.path, "expected.npz"), self.manifest["outputs"])
+        return load_tensors(os.path.join(self.path, "expected.npz"), self.manifest["outputs"])
 
 
 def write_bundle(
@@ -110,7 +110,7 @@ def render_markdown(manifest: dict[str, Any], sites: Sequence[dict[str, Any]], r
         f"- model: {manifest.get('description', '')}",
         f"- policy: `{manifest.get('policy')}`" + (f", overrides `{manifest.get('overrides')}`" if manifest.get("overrides") else ""),
         f"- target: {manifest.get('device')} / {manifest.get('arch')}; attention: {manifest.get('attention')}",
-        f"- inputs: " + ", ".join(f"{i['name']} {i['dtype']}[{'x'.join(map(str, i['shape']))}]" for i in manifest.get("inputs", [])),
+        "- inputs: " + ", ".join(f"{i['name']} {i['dtype']}[{'x'.join(map(str, i['shape']))}]" for i in manifest.get("inputs", [])),
         "",
         "## Softmax sites",
         "",
@@ -142,6 +142,7 @@ def _save_tensors(path: str, tensors: dict[str, torch.Tensor]) -> None:
     np.savez(path, **arrays)
 
 
-def _load_tensors(path: str, described: Sequence[dict[str, Any]]) -> list[torch.Tensor]:
+def load_tensors(path: str, described: Sequence[dict[str, Any]]) -> list[torch.Tensor]:
+    """The arrays of an .npz named in `described`, as tensors of the described dtypes."""
     with np.load(path) as data:
         return [torch.from_numpy(data[d["name"]]).to(getattr(torch, d["dtype"])) for d in described]

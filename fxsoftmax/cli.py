@@ -258,10 +258,9 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    import torch
-
     from .backends.export import Artifact
     from .backends.targets import Target
+    from .bench.measure import time_calls
     from .bundle import read_bundle
 
     bundle = read_bundle(a.path)
@@ -273,17 +272,13 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise CliError("--repeat must be at least 1", code=2)
     step = _Progress(a.quiet, 3)
     step(f"loading {a.path} on {device}")
-    art = Artifact(m.get("mlir", ""), bundle.vmfb, Target(m["device"], m["arch"]), [], m["flags"])
+    art = Artifact("", bundle.vmfb, Target(m["device"], m["arch"]), [], m["flags"])
     runner = art.runner()
     inputs = _run_inputs(bundle, a)
     step(f"running {a.repeat}x on {runner.opened.description}")
     placed = [runner.put(t) for t in inputs]
     outs = [runner.fetch(r) for r in runner.invoke(placed)]
-    times = []
-    for _ in range(a.repeat):
-        t = time.perf_counter()
-        runner.invoke(placed)
-        times.append((time.perf_counter() - t) * 1e3)
+    times = time_calls(lambda: runner.invoke(placed), a.repeat)
     step("comparing with eager PyTorch")
     reference, ref_note = _reference(bundle, inputs, a)
     print(f"{a.path}: {m['model']} ({m['policy']}) on {device} via {runner.opened.description}")
@@ -302,13 +297,15 @@ def _run_inputs(bundle, a: argparse.Namespace) -> list:
     import numpy as np
     import torch
 
+    from .bundle import load_tensors
+
     described = bundle.manifest["inputs"]
     if a.inputs:
         with np.load(a.inputs) as data:
             missing = [d["name"] for d in described if d["name"] not in data]
-            if missing:
-                raise CliError(f"{a.inputs} lacks inputs {missing}", f"arrays needed: {[d['name'] for d in described]}", 2)
-            return [torch.from_numpy(data[d["name"]]).to(getattr(torch, d["dtype"])) for d in described]
+        if missing:
+            raise CliError(f"{a.inputs} lacks inputs {missing}", f"arrays needed: {[d['name'] for d in described]}", 2)
+        return load_tensors(a.inputs, described)
     g = torch.Generator().manual_seed(a.seed)
     fresh = []
     for example in bundle.inputs():  # same shapes and dtypes; integers stay in the example's range

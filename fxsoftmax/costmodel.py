@@ -68,9 +68,9 @@ class AutoChooser:
         if self.kind == "gpu":
             name = "fused" if last else "remat"
             why = "GPU rule: one kernel, exp recomputed" if last else "GPU rule: non-innermost reduction -> remat"
-            return _named(name), f"auto: {why}"
+            return parse_policy(name), f"auto: {why}"
         if not shape or any(not isinstance(d, int) for d in shape):
-            return _named("remat"), "auto: dynamic shape, no calibration point -> remat (no stored intermediate)"
+            return parse_policy("remat"), "auto: dynamic shape, no calibration point -> remat (no stored intermediate)"
         row = shape[dim]
         rows = math.prod(shape) // row
         return self.choose(rows, row, last, str(site.compute_dtype).replace("torch.", ""))
@@ -92,8 +92,4 @@ class AutoChooser:
             f"auto: nearest calibrated case {near['rows']}x{near['row_len']} {near['dtype']} "
             f"{'last' if near['last_dim'] else 'other'} dim, {near['threads']} thread(s): {name} {times[name]:.3g} ms (vs {others})"
         )
-        return _named(name), why
-
-
-def _named(name: str) -> Plan:
-    return parse_policy(name)
+        return parse_policy(name), why

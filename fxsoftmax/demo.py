@@ -8,6 +8,7 @@ import time
 import torch
 
 from .backends.export import export
+from .bench.measure import time_calls
 from .policy import DEFAULT_POLICY
 from .report import inspect
 
@@ -45,16 +46,6 @@ def demo_model(seq: int = 32) -> tuple[str, torch.nn.Module, tuple, dict]:
     return f"tiny BERT (2 layers, 4 heads, seq {seq}, random weights)", BertModel(cfg).eval(), (ids,), kwargs
 
 
-def _time(fn, repeat: int) -> list[float]:
-    fn()
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
-
-
 def _softmax_outputs(out) -> list[torch.Tensor]:
     return list(out.attentions) if hasattr(out, "attentions") else [out[1]]
 
@@ -70,9 +61,9 @@ def run_demo(policy: str = DEFAULT_POLICY, repeat: int = 20) -> str:
     got = art(*args, **kwargs)
     ref_p, got_p = _softmax_outputs(ref), _softmax_outputs(got)
     ref_h, got_h = ref[0], got[0]
-    iree_ms = _time(lambda: art(*args, **kwargs), repeat)
+    iree_ms = time_calls(lambda: art(*args, **kwargs), repeat)
     with torch.no_grad():
-        eager_ms = _time(lambda: model(*args, **kwargs), repeat)
+        eager_ms = time_calls(lambda: model(*args, **kwargs), repeat)
 
     lines = [f"fxsoftmax demo: {title}, policy {policy!r}, IREE {art.target} on {art.target.driver}", ""]
     lines.append(f"{'site':<11} {'module':<34} {'plan':<10} {'dispatches':>10}  {'steps':<11} {'max|err|':>9}  ok")

@@ -29,7 +29,6 @@ PRESETS: dict[str, str] = {
     "online": "(13)|2'4",
     "auto": "chosen per site by a cost model (fxsoftmax.costmodel)",
 }
-_NOT_IMPLEMENTED: dict[str, str] = {}
 DEFAULT_POLICY = "split"
 
 
@@ -191,8 +190,6 @@ def parse_policy(policy: PolicyLike) -> Plan:
     if not isinstance(policy, str):
         raise ValueError(f"policy must be a string or Plan, got {type(policy).__name__}; {_accepted()}")
     key = policy.strip()
-    if key in _NOT_IMPLEMENTED:
-        raise NotImplementedError(f"policy {key!r}: {_NOT_IMPLEMENTED[key]}")
     if key == "fused":
         return FUSED
     if key == "auto":

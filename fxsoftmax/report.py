@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from .backends.compiler import DEBUG_PRINT_FLAGS, iree_compile
+from .backends.compiler import DEBUG_PRINT_FLAGS
 from .backends.export import compile_cached
 from .backends.targets import Target
 
@@ -241,7 +241,7 @@ def inspect(source: Any, target: Target | str | None = None, *, stack: bool = Tr
         flow_ir = compile_cached(mlir, [*tgt.compile_flags(), "--compile-to=flow", *DEBUG_PRINT_FLAGS], what="the module to the flow level").output.decode()
     executables, calls = parse_flow(flow_ir)
     if stack and tgt.kind == "cpu":
-        dump = iree_compile(
+        dump = compile_cached(
             mlir,
             [*tgt.compile_flags(), "--compile-to=executable-targets", f"--mlir-print-ir-before={_CHECK_PASS}", "--mlir-disable-threading"],
             what="the module's CPU executables",

@@ -12,7 +12,6 @@ import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
-from ..costmodel import AutoChooser
 from ..passes import SiteReport
 from ..passes.attention import attention_decompositions
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
@@ -81,18 +80,19 @@ class Backend:
             # export traces with its own fake mode; dynamo's tracing context must not see its guards
             with torch._guards.tracing(None):
                 ep = export_program(wrapper, tensor_args, None, dynamic, self.attention)
-                chooser = AutoChooser(self.target.kind, self.threads)
-                art = compile_program(ep, self.policy, self.overrides, self.target, self.extra_flags, what=name, chooser=chooser)
+                art = compile_program(ep, self.policy, self.overrides, self.target, self.extra_flags, what=name, threads=self.threads)
         except IreeCompileError as e:
             if self.fallback != "eager":
                 raise IreeCompileError(f"{name} of the compiled model", e.stderr) from None
             log.warning("fxsoftmax: %s runs in eager: %s", name, str(e).splitlines()[0])
-            self.graphs.append(CompiledGraph(name, [], None, str(e)))
-            _COMPILED_GRAPHS.append(self.graphs[-1])
+            self._record(CompiledGraph(name, [], None, str(e)))
             return gm.forward
-        self.graphs.append(CompiledGraph(name, art.sites, art))
-        _COMPILED_GRAPHS.append(self.graphs[-1])
+        self._record(CompiledGraph(name, art.sites, art))
         return _Runner(art)
+
+    def _record(self, graph: CompiledGraph) -> None:
+        self.graphs.append(graph)
+        _COMPILED_GRAPHS.append(graph)
 
 
 def backend(**options: Any) -> Backend:

@@ -90,8 +90,7 @@ def export(
     PolicyMap(policy, overrides)  # fail on a bad policy before the slow export
     attention_decompositions(attention)
     ep = export_program(model, args, kwargs, dynamic_shapes, attention)
-    chooser = AutoChooser(target.kind, threads)
-    return compile_program(ep, policy, overrides, target, extra_flags, what=type(model).__name__, chooser=chooser)
+    return compile_program(ep, policy, overrides, target, extra_flags, what=type(model).__name__, threads=threads)
 
 
 def compile_program(
@@ -102,10 +101,11 @@ def compile_program(
     extra_flags: Sequence[str] = (),
     *,
     what: str = "the model",
-    chooser: Any = None,
+    threads: int | None = None,
 ) -> Artifact:
-    """Rewrite an ExportedProgram's softmaxes (in place), import it with iree-turbine, compile it."""
-    result = decompose_softmax(ep, policy, overrides, chooser=chooser or AutoChooser(target.kind))
+    """Rewrite an ExportedProgram's softmaxes (in place), import it with iree-turbine, compile it.
+    `threads` (default: all cores) is what the `auto` policy assumes."""
+    result = decompose_softmax(ep, policy, overrides, chooser=AutoChooser(target.kind, threads))
     mlir = program_to_mlir(ep)
     flags = target.compile_flags() + list(extra_flags)
     compiled = compile_cached(mlir, flags, what=f"{what} for {target}", phases=("flow",))

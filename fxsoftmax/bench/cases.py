@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-PRESETS = ("fused", "remat", "split", "split-sum", "per-step", "online")
+from ..policy import PRESETS as _POLICIES
+
+PRESETS = tuple(p for p in _POLICIES if p != "auto")  # every policy with a fixed plan, IREE's own first
 PEERS = ("eager", "eager-out", "inductor", "copy-floor", "exp-floor")
 
 

@@ -27,6 +27,17 @@ class Timing:
     max_err: float | None = None  # vs torch eager, for the softmax methods
 
 
+def time_calls(fn: Callable[[], object], repeat: int) -> list[float]:
+    """Milliseconds of `repeat` calls of `fn` after one warm-up call."""
+    fn()
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
 def compile_presets(case: Case, x: torch.Tensor, presets: tuple[str, ...]) -> dict[str, Artifact]:
     """One IREE CPU module per preset for the case's shape (thread count is a run-time choice)."""
     model = torch.nn.Softmax(dim=case.dim)

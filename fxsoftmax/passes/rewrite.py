@@ -86,8 +86,13 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
     # producers into it: the online group then reads x through a boundary as well.
     fence_first |= plan.groups[0][0].online and cdt != site.x_dtype
 
-    # With a single row IREE would make the lone scalar 1/l a dispatch of its own: divide instead.
-    per_row_reciprocal = not all(d == 1 for i, d in enumerate(site.shape or ()) if i != site.dim)
+    # When steps 3 and 4 are in different groups, l crosses to step 4's group as 1/l, made once per row:
+    # step 4 then multiplies instead of dividing every element. (Within one group IREE would fuse 1/l into
+    # the per-element multiply; with a single row it would make the lone scalar 1/l a dispatch of its own:
+    # step 4 divides there.)
+    group_of = {s.n: gi for gi, g in enumerate(plan.groups) for s in g if s.n in (3, 4)}  # each appears once
+    several_rows = not all(d == 1 for i, d in enumerate(site.shape or ()) if i != site.dim)
+    reciprocal = several_rows and group_of[3] != group_of[4]
 
     for gi, group in enumerate(plan.groups, start=1):
         local: dict[Any, fx.Node] = {}
@@ -117,10 +122,7 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
         def finish_sum(l: fx.Node, tag: str, label: str) -> fx.Node:
             if site.safe:  # a fully masked row sums to 0: 0 / tiny = 0, as _safe_softmax gives
                 l = emit(aten.clamp.default, (l, torch.finfo(cdt).tiny), tag, label + "_safe")
-            if per_row_reciprocal and not any(t.n == 4 for t in group):
-                # l crosses to a later group as 1/l, made once per row: step 4 then multiplies
-                # instead of dividing every element. (Within one group IREE would fuse 1/l into
-                # the per-element multiply, so there step 4 divides.)
+            if reciprocal:
                 l = emit(aten.reciprocal.default, (l,), tag, label + "_recip")
             return l
 
@@ -144,7 +146,7 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
                 out = finish_sum(emit(aten.sum.dim_IntList, (get(2, tag), dim, True), tag, label), tag, label)
             else:
                 z, l = get(2, tag), get(3, tag)
-                op = aten.mul.Tensor if per_row_reciprocal and not any(t.n == 3 for t in group) else aten.div.Tensor
+                op = aten.mul.Tensor if reciprocal else aten.div.Tensor
                 out = emit(op, (z, l), tag, label)
                 if site.out_dtype != cdt:
                     out = emit(prims.convert_element_type.default, (out, site.out_dtype), tag, label + "_cast")
