@@ -7,7 +7,7 @@
     torch.compile(model, backend="fxsoftmax", options={"policy": "split", "device": "cpu"})
 """
 
-from . import ops as _ops  # registers torch.ops.fxsoftmax.boundary
+from . import ops as _ops  # registers torch.ops.fxsoftmax.group
 from .backends.dynamo import backend, compiled_graphs
 from .backends.export import Artifact, export
 from .backends.targets import Target

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 from .backends.compiler import DEBUG_PRINT_FLAGS
 from .backends.export import compile_cached
 from .backends.targets import Target
+from .tags import PATTERN as _TAG
 
-_TAG = re.compile(r"fxsoftmax:([^:\"]+):g(\d+):s([0-9']+|fused)")
 _EXECUTABLE = re.compile(r"^\s*flow\.executable\s+(?:private\s+)?@(\S+)\s*\{")
 _FUNC = re.compile(r"^\s*func\.func\s+@([^(\s]+)\(")
 _ARG = re.compile(r"dispatch\.tensor<(readonly|writeonly|readwrite):tensor<([^>]*)>>")
@@ -237,13 +237,15 @@ def inspect(source: Any, target: Target | str | None = None, *, stack: bool = Tr
     """Compile `source` (an Artifact, or MLIR text produced by fxsoftmax) to IREE's flow level and report
     per softmax site: its dispatches, the steps each holds, bytes in/out, and CPU stack bytes."""
     mlir, tgt, labels, flow_ir = _source(source, target)
+    planned = planned_groups(mlir)
+    flags = tgt.compile_flags("fused" if groups == {1: ["fused"]} else "rewritten" for groups in planned.values())
     if not flow_ir:
-        flow_ir = compile_cached(mlir, [*tgt.compile_flags(), "--compile-to=flow", *DEBUG_PRINT_FLAGS], what="the module to the flow level").output.decode()
+        flow_ir = compile_cached(mlir, [*flags, "--compile-to=flow", *DEBUG_PRINT_FLAGS], what="the module to the flow level").output.decode()
     executables, calls = parse_flow(flow_ir)
     if stack and tgt.kind == "cpu":
         dump = compile_cached(
             mlir,
-            [*tgt.compile_flags(), "--compile-to=executable-targets", f"--mlir-print-ir-before={_CHECK_PASS}", "--mlir-disable-threading"],
+            [*flags, "--compile-to=executable-targets", f"--mlir-print-ir-before={_CHECK_PASS}", "--mlir-disable-threading"],
             what="the module's CPU executables",
         ).stderr
         stacks = parse_stack(dump)
@@ -252,7 +254,7 @@ def inspect(source: Any, target: Target | str | None = None, *, stack: bool = Tr
                 e.stack_bytes, e.dynamic_stack = stacks[e.name]
 
     by_name = {e.name: e for e in executables}
-    sites = [_inspect_site(site, groups, calls, by_name, labels.get(site)) for site, groups in planned_groups(mlir).items()]
+    sites = [_inspect_site(site, groups, calls, by_name, labels.get(site)) for site, groups in planned.items()]
     return Report(str(tgt), len(calls), sites, executables, calls)
 
 

@@ -107,7 +107,7 @@ def compile_program(
     `threads` (default: all cores) is what the `auto` policy assumes."""
     result = decompose_softmax(ep, policy, overrides, chooser=AutoChooser(target.kind, threads))
     mlir = program_to_mlir(ep)
-    flags = target.compile_flags() + list(extra_flags)
+    flags = target.compile_flags([s.status for s in result.sites]) + list(extra_flags)
     compiled = compile_cached(mlir, flags, what=f"{what} for {target}", phases=("flow",))
     return Artifact(
         mlir, compiled.output, target, result.sites, flags, compiled.phases["flow"], ep.call_spec.in_spec, ep.call_spec.out_spec

@@ -1,0 +1,47 @@
+"""Every IREE behaviour fxsoftmax works around, in one place: the behaviour, its evidence, and the
+decision it makes. The pass, the group lowering and the targets read these decisions; nothing else
+knows about IREE's quirks.
+
+IREE versions: all measured with IREE 3.9.0 (the pinned release).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+# Masked max reductions. MLIR lowers a *masked* `arith.maximumf` vector reduction with the smallest
+# negative denormal as the neutral value, not -inf, so with IREE's default (masking) CPU vectorization
+# the max of a row whose length is not a multiple of the vector width comes out as ~0 for all-negative
+# rows, and softmax is NaN once the row lies below ~-87 (llvm-project #222275, fixed Sept 2026, in no
+# IREE release we use). `arith.maxnumf` takes another lowering and is right.
+# Evidence: tests/test_iree_cpu.py::test_cpu_runtime_edge_rows (every preset, rows of 33).
+# Decision: the groups fxsoftmax emits take the max with maxnumf (NaN rows still give NaN: exp of a
+# NaN propagates through the sum).
+MAX_OP = "arith.maxnumf"
+
+# IREE's own softmax (left in place by `fused`) takes the max with maximumf, so the same bug hits it.
+# Decision: a module that keeps an IREE softmax peels vectorization remainders instead of masking,
+# which computes that max right. The flag is module-wide, so it is passed only to modules that keep an
+# IREE softmax. Evidence: test_cpu_runtime_edge_rows[fused]; its cost to the rest of a real model is
+# measured by `fxsoftmax bench --model` (README).
+PEEL_FLAG = "--iree-llvmcpu-vector-pproc-strategy=peel"
+
+
+def cpu_module_flags(site_statuses: Iterable[str]) -> list[str]:
+    """Flags a CPU module needs because of the sites it holds ("fused", "rewritten", ...)."""
+    return [PEEL_FLAG] if "fused" in set(site_statuses) else []
+
+
+def reciprocal(sum_group: int, scale_group: int) -> bool:
+    """Whether l crosses to step 4 as 1/l (made once per row) so that step 4 multiplies.
+
+    Not an IREE bug but an IREE behaviour: within one dispatch IREE fuses 1/l into the per-element
+    multiply (a divide per element again, ~8x a multiply), so only a group boundary keeps it per row.
+    """
+    return sum_group != scale_group
+
+
+def may_pull_producers(later_groups_read_x: bool) -> bool:
+    """Whether elementwise producers of x may be pulled into the first group: only when no later group
+    reads x again (else x must be stored anyway, and IREE fuses the producers into x's own dispatch)."""
+    return not later_groups_read_x
