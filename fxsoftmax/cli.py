@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="model -> IREE module folder (model.mlir, model.vmfb, report.json, report.md)",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("model", nargs="?", help="built-in name (see --list-models), local Hugging Face checkpoint folder, or module:callable")
-    e.add_argument("--list-models", action="store_true", help="list the built-in tiny models and exit")
+    e.add_argument("--list-models", action="store_true", help="list the built-in models and exit")
     e.add_argument("--out", help="output folder (written whole or not at all)")
     e.add_argument("--policy", default=DEFAULT_POLICY, help=f"{policies} (default {DEFAULT_POLICY})")
     e.add_argument("--override", action="append", default=[], metavar="PATTERN=POLICY",

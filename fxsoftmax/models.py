@@ -1,4 +1,4 @@
-"""Built-in tiny Hugging Face models (built from configs, random weights, nothing downloaded)."""
+"""Built-in Hugging Face models, tiny and real-size (built from configs, random weights, nothing downloaded)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,17 @@ def _hf(name: str, attn: str, seq: int, seed: int, layers: int) -> TinyModel:
         kw = {"attention_mask": mask, "decoder_input_ids": dec}
         # encoder self-attention, decoder self-attention, decoder cross-attention
         m, n, out = tf.BartModel(cfg), 3 * layers, lambda o: o.last_hidden_state
+    elif name == "bert-base":
+        cfg = tf.BertConfig(attn_implementation=attn)  # BERT-base: 12 layers, hidden 768, 12 heads
+        ids = torch.randint(3, cfg.vocab_size, (1, seq))
+        m, kw, n, out = tf.BertModel(cfg), {"attention_mask": mask}, cfg.num_hidden_layers, lambda o: o.last_hidden_state
+    elif name == "llama-2048":
+        cfg = tf.LlamaConfig(
+            hidden_size=2048, intermediate_size=5632, num_hidden_layers=layers, num_attention_heads=32, num_key_value_heads=4,
+            vocab_size=32000, max_position_embeddings=2048, use_cache=False, **common,
+        )
+        ids = torch.randint(3, cfg.vocab_size, (1, seq))
+        m, kw, n, out = tf.LlamaForCausalLM(cfg), {}, layers, lambda o: o.logits
     else:
         raise ValueError(f"unknown built-in model {name!r}; accepted: {', '.join(BUILTIN_MODELS)}")
     return TinyModel(name, m.eval(), (ids,), kw, n, out)
@@ -79,11 +90,16 @@ BUILTIN_MODELS = {
     "llama-tiny": "LLaMA causal LM, 2 layers, hidden 32, grouped-query attention",
     "vit-tiny": "ViT encoder on 32x32 images, patch 8, 2 layers",
     "bart-tiny": "BART encoder-decoder, 2+2 layers (6 attention softmaxes)",
+    "bert-base": "BERT-base encoder at real size: 12 layers, hidden 768, 12 heads (110M parameters)",
+    "llama-2048": "LLaMA decoder at TinyLlama width: hidden 2048, 32 heads, 4 KV heads, 2 layers, called with input ids alone",
 }
 
 
+TINY_MODELS = tuple(name for name in BUILTIN_MODELS if name.endswith("-tiny"))
+
+
 def tiny_model(name: str, attn: str = "eager", seq: int = 8, seed: int = 0, layers: int = 2) -> TinyModel:
-    """A built-in tiny model; `attn` is Hugging Face's attn_implementation ("eager" or "sdpa")."""
+    """A built-in model; `attn` is Hugging Face's attn_implementation ("eager" or "sdpa")."""
     if attn not in ("eager", "sdpa"):
         raise ValueError(f"unknown attn_implementation {attn!r}; accepted: eager, sdpa")
     if name not in BUILTIN_MODELS:

@@ -109,7 +109,7 @@ def test_local_checkpoint_folder(tmp_path):
     assert float(run.split("max |error| vs eager")[1].rsplit(" ", 1)[1]) <= 1e-4
 
 
-@pytest.mark.parametrize("device, arch", [("cuda", "sm_80"), ("hip", None), ("vulkan", None)])
+@pytest.mark.parametrize("device, arch", [("cuda", "sm_80"), ("hip", None), ("vulkan", "rdna3")])
 def test_gpu_targets_compile_only(tmp_path, device, arch):
     out = tmp_path / device
     args = ["export", "gpt2-tiny", "--policy", "remat", "--device", device, "--out", out, "--quiet"]

@@ -10,7 +10,7 @@ import torch
 
 import fxsoftmax
 from fxsoftmax.backends.export import compile_program, export_program
-from fxsoftmax.models import BUILTIN_MODELS, tiny_model
+from fxsoftmax.models import TINY_MODELS, tiny_model
 from fxsoftmax.policy import parse_policy
 from helpers import PRESETS
 
@@ -46,22 +46,24 @@ def _check_sites(sites, preset, softmaxes, kept):
 
 
 def _check_dispatches(reports, preset, fused):
-    """The module has exactly what `fused` had, plus per rewritten site its plan's dispatches in place of
-    the ones IREE made for that softmax. Returns the per-site dispatch counts (kept from `fused`)."""
+    """Every rewritten site has exactly its plan's dispatches. Outside the sites the module keeps what
+    `fused` had, give or take one dispatch per site: producers the first group takes in leave IREE's
+    dispatches, and a mask they read may then be computed once in a small dispatch of its own.
+    Returns (dispatches outside the sites, per-site counts) of `fused`."""
     assert all(s.matches_plan for r in reports for s in r.sites), [s.problem for r in reports for s in r.sites]
-    total = sum(r.total_dispatches for r in reports)
     per_site = {s.site: len(s.dispatches) for r in reports for s in r.sites}
+    others = sum(r.total_dispatches for r in reports) - sum(per_site.values())
     if preset == "fused":
-        return total, per_site
-    base_total, base_sites = fused
+        return others, per_site
+    base_others, base_sites = fused
     assert per_site.keys() == base_sites.keys()
-    want = base_total + sum(parse_policy(preset).dispatches - n for n in base_sites.values())
-    assert total == want, (preset, total, want, per_site, base_sites)
+    assert all(n == parse_policy(preset).dispatches for n in per_site.values()), (preset, per_site)
+    assert abs(others - base_others) <= len(per_site), (preset, others, base_others)
     return fused
 
 
 @pytest.mark.parametrize("attn, attention", CONFIGS)
-@pytest.mark.parametrize("name", list(BUILTIN_MODELS))
+@pytest.mark.parametrize("name", TINY_MODELS)
 def test_export_path(name, attn, attention):
     tm, ref = _model(name, attn)
     softmaxes, kept = _expect(tm, attn, attention)
@@ -76,7 +78,7 @@ def test_export_path(name, attn, attention):
 
 
 @pytest.mark.parametrize("attn, attention", CONFIGS)
-@pytest.mark.parametrize("name", list(BUILTIN_MODELS))
+@pytest.mark.parametrize("name", TINY_MODELS)
 def test_torch_compile_path(name, attn, attention):
     """One real torch.compile per preset would re-trace the model with dynamo five times for the same
     graphs; the first preset goes through torch.compile, the others get the graphs dynamo produced."""

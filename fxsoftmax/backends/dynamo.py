@@ -16,7 +16,7 @@ from ..passes import SiteReport
 from ..passes.attention import attention_decompositions
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
 from .compiler import IreeCompileError
-from .export import Artifact, compile_program, export_program
+from .export import Artifact, build, compile_program, export_program
 from .targets import Target
 
 log = logging.getLogger("fxsoftmax")
@@ -79,8 +79,10 @@ class Backend:
         try:
             # export traces with its own fake mode; dynamo's tracing context must not see its guards
             with torch._guards.tracing(None):
-                ep = export_program(wrapper, tensor_args, None, dynamic, self.attention)
-                art = compile_program(ep, self.policy, self.overrides, self.target, self.extra_flags, what=name, threads=self.threads)
+                art = build(
+                    lambda decompose: export_program(wrapper, tensor_args, None, dynamic, self.attention, decompose),
+                    lambda ep: compile_program(ep, self.policy, self.overrides, self.target, self.extra_flags, what=name, threads=self.threads),
+                )
         except IreeCompileError as e:
             if self.fallback != "eager":
                 raise IreeCompileError(f"{name} of the compiled model", e.stderr) from None

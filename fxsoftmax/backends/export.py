@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch.utils import _pytree as pytree
@@ -15,7 +16,7 @@ from ..costmodel import AutoChooser
 from ..passes import SiteReport, decompose_softmax
 from ..passes.attention import attention_decompositions, fold_sdpa_scale
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
-from .compiler import CompileResult, iree_compile
+from .compiler import CompileResult, IreeCompileError, iree_compile
 from .runtime import DeviceUnavailableError, IreeRunner
 from .vulkan import SOFTWARE_VULKAN_ARCH
 from .targets import Target
@@ -89,8 +90,27 @@ def export(
     target = Target(device, arch)
     PolicyMap(policy, overrides)  # fail on a bad policy before the slow export
     attention_decompositions(attention)
-    ep = export_program(model, args, kwargs, dynamic_shapes, attention)
-    return compile_program(ep, policy, overrides, target, extra_flags, what=type(model).__name__, threads=threads)
+    return build(
+        lambda decompose: export_program(model, args, kwargs, dynamic_shapes, attention, decompose),
+        lambda ep: compile_program(ep, policy, overrides, target, extra_flags, what=type(model).__name__, threads=threads),
+    )
+
+
+def build(make_program: Callable[[set], torch.export.ExportedProgram], compile: Callable[[torch.export.ExportedProgram], Artifact]) -> Artifact:
+    """Export and compile; an op IREE's importer cannot lower is decomposed by PyTorch and the export redone."""
+    while True:
+        ep = make_program(set(_LEARNED_GAPS))
+        try:
+            return compile(ep)
+        except IreeCompileError as e:
+            more = importer_gaps(e, ep) - _LEARNED_GAPS
+            if not more:
+                raise
+            _LEARNED_GAPS.update(more)  # later exports in this process decompose them up front
+
+
+# Ops found by the rule in importer_gaps() during this process.
+_LEARNED_GAPS: set = set()
 
 
 def compile_program(
@@ -120,8 +140,10 @@ def export_program(
     kwargs: Mapping[str, Any] | None,
     dynamic_shapes: Any = None,
     attention: str = "keep",
+    decompose: set = frozenset(),
 ) -> torch.export.ExportedProgram:
-    """torch.export plus the decompositions iree-turbine applies to nn.Modules."""
+    """torch.export plus the decompositions iree-turbine applies to nn.Modules, and PyTorch's own
+    decompositions of the ops in `decompose` (ops IREE's importer cannot lower)."""
     from iree.turbine.aot import decompositions
 
     if not isinstance(model, torch.nn.Module):
@@ -129,11 +151,44 @@ def export_program(
     with torch.no_grad():
         ep = torch.export.export(model, tuple(args), dict(kwargs or {}), dynamic_shapes=dynamic_shapes)
     table = decompositions.current_aot_decompositions()
-    table.update(_IMPORTER_GAPS)
+    defaults = torch.export.default_decompositions()
+    table.update({op: defaults[op] for op in (*_KNOWN_GAPS, *decompose)})
     table.update(attention_decompositions(attention))
     ep = ep.run_decompositions(table)
     fold_sdpa_scale(ep.graph_module)
     return ep
+
+
+# Ops IREE 3.9's importer cannot lower, found by the rule in importer_gaps(), decomposed up front so that
+# the common Hugging Face mask code does not cost a failed compile first.
+_KNOWN_GAPS = (torch.ops.aten.__and__.Tensor, torch.ops.aten.__or__.Tensor)
+_NOT_LEGALIZED = re.compile(r"""(?:name = "|failed to legalize operation ')torch\.(aten\.\w+)""")
+
+
+def importer_gaps(error: IreeCompileError, ep: torch.export.ExportedProgram) -> set:
+    """Ops of `ep` that IREE failed to legalize and PyTorch can decompose. Raises a clear error naming an
+    op that IREE cannot lower and PyTorch cannot decompose."""
+    names = set(_NOT_LEGALIZED.findall(error.stderr))
+    if not names:
+        return set()
+    defaults = torch.export.default_decompositions()
+    found, stuck = set(), []
+    for name in sorted(names):
+        ops = {n.target for n in ep.graph.nodes if n.op == "call_function" and str(n.target).rsplit(".", 1)[0] == name}
+        usable = {op for op in ops if op in defaults}
+        found |= usable
+        if not usable:
+            stuck.append(name)
+    if stuck:
+        raise UnsupportedOpError(
+            f"IREE's importer cannot lower {', '.join(stuck)} and PyTorch has no decomposition for it; "
+            "accepted: models whose ops IREE lowers or PyTorch decomposes"
+        ) from error
+    return found
+
+
+class UnsupportedOpError(ValueError):
+    """The model holds an op that neither IREE nor PyTorch's decompositions can lower."""
 
 
 _COMPILED: dict[str, CompileResult] = {}
@@ -145,13 +200,6 @@ def compile_cached(mlir: str, flags: Sequence[str], *, what: str, phases: Sequen
     if key not in _COMPILED:
         _COMPILED[key] = iree_compile(mlir, flags, what=what, phases=phases)
     return _COMPILED[key]
-
-
-# Ops iree-turbine's importer cannot legalize in 3.9, rewritten to ones it can (Hugging Face masks use them).
-_IMPORTER_GAPS = {
-    torch.ops.aten.__and__.Tensor: torch.bitwise_and,
-    torch.ops.aten.__or__.Tensor: torch.bitwise_or,
-}
 
 
 def program_to_mlir(ep: torch.export.ExportedProgram) -> str:
