@@ -138,8 +138,12 @@ def test_run_on_missing_gpu_lists_what_exists(tmp_path):
 
 def test_list_models_and_help():
     listed = fxsoftmax("export", "--list-models").stdout
-    for name in ("bert-tiny", "distilbert-tiny", "gpt2-tiny", "llama-tiny", "vit-tiny", "bart-tiny"):
+    for name in ("bert-tiny", "distilbert-tiny", "gpt2-tiny", "llama-tiny", "vit-tiny", "bart-tiny", "bert-base", "llama-2048"):
         assert name in listed
+    from fxsoftmax.models import tiny_model
+
+    bert = tiny_model("bert-base", seq=8)
+    assert (bert.model.config.hidden_size, bert.model.config.num_hidden_layers, bert.attention_layers) == (768, 12, 12)
     for sub in ("export", "inspect", "run", "demo"):
         assert "usage: fxsoftmax " + sub in fxsoftmax(sub, "--help").stdout
     assert "fxsoftmax export bert-tiny" in fxsoftmax("--help").stdout

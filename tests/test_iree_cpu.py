@@ -219,3 +219,23 @@ def test_random_shapes_keep_the_plan_in_iree(shape, dim_seed, policy):
         site = fxsoftmax.inspect(art, stack=False).sites[0]
         assert site.matches_plan, (shape, dim, policy, site.problem)
     assert (art(x) - torch.softmax(x, dim)).abs().max().item() <= 1e-5
+
+
+def test_ops_iree_cannot_import_are_decomposed_or_named():
+    """The rule for importer gaps: aten.diff (transformers' mask code) is decomposed by PyTorch and the
+    model exports; aten.histc has no decomposition and fails at export time, naming the op."""
+    from fxsoftmax.backends.export import UnsupportedOpError
+
+    class Diff(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(torch.diff(x, dim=-1), -1)
+
+    class Hist(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(x, -1) * torch.histc(x, bins=4).sum()
+
+    x = torch.randn(4, 9)
+    art = fxsoftmax.export(Diff(), (x,), policy="split")
+    assert (art(x) - Diff()(x)).abs().max().item() <= 1e-5
+    with pytest.raises(UnsupportedOpError, match="aten.histc"):
+        fxsoftmax.export(Hist(), (x,))

@@ -16,7 +16,7 @@ from ..passes import SiteReport
 from ..passes.attention import attention_decompositions
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
 from .compiler import IreeCompileError
-from .export import Artifact, build, compile_program, export_program
+from .export import Artifact, UnsupportedOpError, build, compile_program, export_program
 from .targets import Target
 
 log = logging.getLogger("fxsoftmax")
@@ -85,6 +85,8 @@ class Backend:
                 )
         except IreeCompileError as e:
             if self.fallback != "eager":
+                if isinstance(e, UnsupportedOpError):
+                    raise UnsupportedOpError(f"{name} of the compiled model: {e}", e.stderr) from None
                 raise IreeCompileError(f"{name} of the compiled model", e.stderr) from None
             log.warning("fxsoftmax: %s runs in eager: %s", name, str(e).splitlines()[0])
             self._record(CompiledGraph(name, [], None, str(e)))

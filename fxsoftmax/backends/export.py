@@ -182,13 +182,18 @@ def importer_gaps(error: IreeCompileError, ep: torch.export.ExportedProgram) -> 
     if stuck:
         raise UnsupportedOpError(
             f"IREE's importer cannot lower {', '.join(stuck)} and PyTorch has no decomposition for it; "
-            "accepted: models whose ops IREE lowers or PyTorch decomposes"
+            "accepted: models whose ops IREE lowers or PyTorch decomposes",
+            error.stderr,
         ) from error
     return found
 
 
-class UnsupportedOpError(ValueError):
-    """The model holds an op that neither IREE nor PyTorch's decompositions can lower."""
+class UnsupportedOpError(IreeCompileError):
+    """The model holds an op that neither IREE's importer nor PyTorch's decompositions can lower."""
+
+    def __init__(self, message: str, stderr: str):
+        self.stderr = stderr
+        RuntimeError.__init__(self, message)
 
 
 _COMPILED: dict[str, CompileResult] = {}
