@@ -6,6 +6,8 @@
     report.md      the same as a table, for people
     manifest.json  where the model came from, policy, target, input names/shapes/dtypes, flags
     inputs.npz     the example inputs; expected.npz: eager PyTorch's outputs for them
+    model.irpa     the parameters, when they are kept outside the MLIR (an IREE parameter archive:
+                   iree-run-module --module=model.vmfb --parameters=model=model.irpa)
 
 The folder is written next to its destination under a temporary name and renamed into place, so a
 failed export leaves nothing behind.
@@ -18,7 +20,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +36,12 @@ class Bundle:
     manifest: dict[str, Any]
     report: Report
     sites: list[dict[str, Any]]
+
+    @property
+    def parameters(self) -> str | None:
+        """The parameter archive's path, if the parameters are outside the MLIR."""
+        name = self.manifest.get("parameters")
+        return os.path.join(self.path, name) if name else None
 
     @property
     def vmfb(self) -> bytes:
@@ -57,6 +65,7 @@ def write_bundle(
     manifest: dict[str, Any],
     inputs: dict[str, torch.Tensor],
     expected: Sequence[torch.Tensor],
+    write_parameters: Callable[[str], None] | None = None,
 ) -> None:
     """Write the folder `out` in one step (replacing an existing export folder there)."""
     out = os.path.abspath(out)
@@ -69,6 +78,9 @@ def write_bundle(
         manifest = dict(manifest)
         manifest["inputs"] = [_describe(n, t) for n, t in inputs.items()]
         manifest["outputs"] = [_describe(f"out{i}", t) for i, t in enumerate(expected)]
+        manifest["parameters"] = "model.irpa" if write_parameters else None
+        if write_parameters:
+            write_parameters(os.path.join(tmp, "model.irpa"))
         _write(tmp, "model.mlir", mlir.encode())
         _write(tmp, "model.vmfb", vmfb)
         site_dicts = [s.as_dict() for s in sites]

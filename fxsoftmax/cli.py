@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep: scaled_dot_product_attention stays IREE's attention kernel; decompose: its softmax is rewritten too")
     e.add_argument("--hf-attention", default="eager", choices=["eager", "sdpa"], help="Hugging Face attn_implementation (default eager)")
     e.add_argument("--seq-len", type=int, default=16, help="sequence length of Hugging Face text inputs (default 16)")
+    e.add_argument("--params-above", type=float, default=32.0, metavar="MIB",
+                   help="keep the parameters outside the MLIR, in model.irpa, when they total more than MIB (default 32; 0: always)")
     e.add_argument("--quiet", action="store_true", help="no progress lines")
     e.set_defaults(func=cmd_export)
 
@@ -193,7 +195,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     import torch
 
-    from .backends.export import compile_program, export_program
+    from .backends.export import build, compile_program, export_program
     from .backends.targets import Target
     from .bundle import write_bundle
     from .models import load_model
@@ -206,15 +208,18 @@ def cmd_export(a: argparse.Namespace) -> int:
     target = Target(a.device, a.arch)
     PolicyMap(a.policy, overrides)
     attention_decompositions(a.attention)
-    step = _Progress(a.quiet, 5)
+    if a.params_above < 0:
+        raise CliError("--params-above must be 0 or more (MiB)", code=2)
+    step = _Progress(a.quiet, 4)
 
     step(f"loading {a.model}")
     lm = load_model(a.model, specs, attn=a.hf_attention, seq=a.seq_len)
-    step("exporting with torch.export")
+    step(f"exporting, rewriting softmax ({a.policy}) and compiling for {target}")
     dynamic = _dynamic_shapes(lm.model, lm.args, lm.kwargs, a.dynamic_dim)
-    ep = export_program(lm.model, lm.args, lm.kwargs, dynamic, a.attention)
-    step(f"rewriting softmax ({a.policy}) and compiling for {target}")
-    art = compile_program(ep, a.policy, overrides, target, what=a.model)
+    art = build(
+        lambda decompose: export_program(lm.model, lm.args, lm.kwargs, dynamic, a.attention, decompose),
+        lambda ep: compile_program(ep, a.policy, overrides, target, what=a.model, external_params_above=int(a.params_above * (1 << 20))),
+    )
     step("inspecting dispatches")
     report = inspect(art, stack=target.kind == "cpu")
     with torch.no_grad():
@@ -228,7 +233,7 @@ def cmd_export(a: argparse.Namespace) -> int:
         "seq_len": a.seq_len, "input_specs": [str(s) for s in specs], "dynamic_dims": a.dynamic_dim, "flags": art.flags,
     }
     write_bundle(a.out, mlir=art.mlir, vmfb=art.vmfb, report=report, sites=art.sites, manifest=manifest,
-                 inputs=dict(zip(names, tensors)), expected=expected)
+                 inputs=dict(zip(names, tensors)), expected=expected, write_parameters=art.save_parameters if art.parameters else None)
     rewritten = sum(s.status == "rewritten" for s in art.sites)
     print(f"{a.out}: {rewritten} softmax site(s) rewritten, {report.total_dispatches} dispatches, target {target}")
     print(report.table())
@@ -272,7 +277,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise CliError("--repeat must be at least 1", code=2)
     step = _Progress(a.quiet, 3)
     step(f"loading {a.path} on {device}")
-    art = Artifact("", bundle.vmfb, Target(m["device"], m["arch"]), [], m["flags"])
+    art = Artifact("", bundle.vmfb, Target(m["device"], m["arch"]), [], m["flags"], parameters=bundle.parameters or {})
     runner = art.runner()
     inputs = _run_inputs(bundle, a)
     step(f"running {a.repeat}x on {runner.opened.description}")

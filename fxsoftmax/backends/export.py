@@ -17,9 +17,12 @@ from ..passes import SiteReport, decompose_softmax
 from ..passes.attention import attention_decompositions, fold_sdpa_scale
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
 from .compiler import CompileResult, IreeCompileError, iree_compile
-from .runtime import DeviceUnavailableError, IreeRunner
+from .runtime import PARAMETER_SCOPE, DeviceUnavailableError, IreeRunner, parameter_index
 from .vulkan import SOFTWARE_VULKAN_ARCH
 from .targets import Target
+
+
+EXTERNAL_PARAMS_ABOVE = 32 << 20  # bytes of parameters above which they leave the MLIR
 
 
 @dataclass
@@ -34,13 +37,16 @@ class Artifact:
     flow_ir: str = ""  # the module as IREE had it after forming dispatches (with locations)
     in_spec: pytree.TreeSpec | None = None
     out_spec: pytree.TreeSpec | None = None
+    # parameters the module loads by name from scope PARAMETER_SCOPE ("model") (an IREE parameter archive when
+    # saved): tensors, or the path of a .irpa file; empty when the weights are inlined in the MLIR
+    parameters: dict[str, torch.Tensor] | str = field(default_factory=dict, repr=False)
     _runners: dict[str, IreeRunner] = field(default_factory=dict, repr=False)
 
     def runner(self, driver: str | None = None) -> IreeRunner:
         """The module loaded on `driver` (default: the target's driver); loaded once per driver."""
         driver = driver or self.target.driver
         if driver not in self._runners:
-            runner = IreeRunner(self.vmfb, driver)
+            runner = IreeRunner(self.vmfb, driver, parameters=self.parameters)
             if runner.opened.software_vulkan and self.target.chip != SOFTWARE_VULKAN_ARCH:
                 raise DeviceUnavailableError(
                     f"the only Vulkan device is {runner.opened.description}; this module was compiled for "
@@ -64,6 +70,21 @@ class Artifact:
     def save_mlir(self, path: str | os.PathLike) -> None:
         _atomic_write(path, self.mlir.encode())
 
+    def save_parameters(self, path: str | os.PathLike) -> None:
+        """Write the externalized parameters as an IREE parameter archive (.irpa), atomically."""
+        if not isinstance(self.parameters, dict) or not self.parameters:
+            raise ValueError("this module has no externalized parameters (its weights are inlined in the MLIR)")
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".irpa")
+        os.close(fd)
+        try:
+            parameter_index(self.parameters).create_archive_file(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
 
 def export(
     model: torch.nn.Module,
@@ -78,6 +99,7 @@ def export(
     attention: str = "keep",
     threads: int | None = None,
     extra_flags: Sequence[str] = (),
+    external_params_above: int = EXTERNAL_PARAMS_ABOVE,
 ) -> Artifact:
     """Export `model` with example inputs, rewrite its softmaxes per `policy`, compile it for `device`.
 
@@ -85,14 +107,17 @@ def export(
     is passed to torch.export (use torch.export.Dim) so one module serves several sizes. `attention`
     "keep" leaves scaled_dot_product_attention to IREE's attention kernel; "decompose" rewrites it to
     matmuls and a softmax, which the policy then applies to. `threads` (default: all cores) is what the
-    `auto` policy assumes the module will run with.
+    `auto` policy assumes the module will run with. Parameters whose total size is over
+    `external_params_above` bytes stay outside the MLIR (an IREE parameter archive, scope "model").
     """
     target = Target(device, arch)
     PolicyMap(policy, overrides)  # fail on a bad policy before the slow export
     attention_decompositions(attention)
     return build(
         lambda decompose: export_program(model, args, kwargs, dynamic_shapes, attention, decompose),
-        lambda ep: compile_program(ep, policy, overrides, target, extra_flags, what=type(model).__name__, threads=threads),
+        lambda ep: compile_program(
+            ep, policy, overrides, target, extra_flags, what=type(model).__name__, threads=threads, external_params_above=external_params_above
+        ),
     )
 
 
@@ -122,15 +147,18 @@ def compile_program(
     *,
     what: str = "the model",
     threads: int | None = None,
+    external_params_above: int = EXTERNAL_PARAMS_ABOVE,
 ) -> Artifact:
     """Rewrite an ExportedProgram's softmaxes (in place), import it with iree-turbine, compile it.
     `threads` (default: all cores) is what the `auto` policy assumes."""
     result = decompose_softmax(ep, policy, overrides, chooser=AutoChooser(target.kind, threads))
-    mlir = program_to_mlir(ep)
+    parameters = external_parameters(ep, external_params_above)
+    mlir = program_to_mlir(ep, parameters)
     flags = target.compile_flags([s.status for s in result.sites]) + list(extra_flags)
     compiled = compile_cached(mlir, flags, what=f"{what} for {target}", phases=("flow",))
     return Artifact(
-        mlir, compiled.output, target, result.sites, flags, compiled.phases["flow"], ep.call_spec.in_spec, ep.call_spec.out_spec
+        mlir, compiled.output, target, result.sites, flags, compiled.phases["flow"], ep.call_spec.in_spec, ep.call_spec.out_spec,
+        parameters,
     )
 
 
@@ -207,12 +235,27 @@ def compile_cached(mlir: str, flags: Sequence[str], *, what: str, phases: Sequen
     return _COMPILED[key]
 
 
-def program_to_mlir(ep: torch.export.ExportedProgram) -> str:
-    """Import an ExportedProgram with iree-turbine; MLIR text with locations (the report needs them)."""
-    from iree.turbine import aot
+def external_parameters(ep: torch.export.ExportedProgram, above: int = EXTERNAL_PARAMS_ABOVE) -> dict[str, torch.Tensor]:
+    """The program's parameters and buffers by name if together they are over `above` bytes, else {}."""
+    tensors = {k: v for k, v in {**ep.state_dict, **ep.constants}.items() if isinstance(v, torch.Tensor)}
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    return tensors if total > above else {}
 
-    out = aot.export(ep)
-    return out.mlir_module.get_asm(enable_debug_info=True)
+
+def program_to_mlir(ep: torch.export.ExportedProgram, parameters: Mapping[str, torch.Tensor] | None = None) -> str:
+    """Import an ExportedProgram with iree-turbine; MLIR text with locations (the report needs them).
+    `parameters` are imported as named IREE parameters (scope "model") instead of inline constants."""
+    from iree.turbine import aot
+    from iree.turbine.aot import ExternalTensorTrait
+
+    for name, t in (parameters or {}).items():
+        ExternalTensorTrait(external_scope=PARAMETER_SCOPE, external_name=name).set(t)
+    try:
+        out = aot.export(ep)
+        return out.mlir_module.get_asm(enable_debug_info=True)
+    finally:  # the traits sit on the user's own tensors
+        for t in (parameters or {}).values():
+            t.__dict__.pop("_turbine_external_tensor_trait", None)
 
 
 def _atomic_write(path: str | os.PathLike, data: bytes) -> None:

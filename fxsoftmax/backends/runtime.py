@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import iree.runtime as rt
 import numpy as np
@@ -74,16 +74,35 @@ def _create(uri: str) -> rt.HalDevice:
     return _DEVICES[uri]
 
 
-class IreeRunner:
-    """One VMFB loaded on one device; tensors are placed on the device once, then invoked."""
+PARAMETER_SCOPE = "model"  # the scope externalized parameters are named in (iree-run-module --parameters=model=...)
 
-    def __init__(self, vmfb: bytes, driver: str = "local-task", function: str = "main"):
+
+def parameter_index(parameters: Mapping[str, torch.Tensor] | str) -> rt.ParameterIndex:
+    """An IREE parameter index over named tensors (no copy) or a .irpa file."""
+    index = rt.ParameterIndex()
+    if isinstance(parameters, str):
+        index.load(parameters)
+        return index
+    for name, t in parameters.items():
+        index.add_buffer(name, t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return index
+
+
+class IreeRunner:
+    """One VMFB loaded on one device; tensors are placed on the device once, then invoked. `parameters`
+    (named tensors or a .irpa path) serve the module's externalized parameters, scope "model"."""
+
+    def __init__(self, vmfb: bytes, driver: str = "local-task", function: str = "main", parameters: Mapping[str, torch.Tensor] | str | None = None):
         self.opened = open_device(driver)
         self.device = self.opened.hal
         self.instance = rt.VmInstance()
         self.module = rt.VmModule.copy_buffer(self.instance, vmfb)
-        hal = rt.create_hal_module(self.instance, self.device)
-        self.context = rt.VmContext(self.instance, modules=[hal, self.module])
+        modules = [rt.create_hal_module(self.instance, self.device)]
+        if parameters:
+            self.parameters = parameter_index(parameters)  # kept: the provider reads from it
+            provider = self.parameters.create_provider(scope=PARAMETER_SCOPE)
+            modules.append(rt.create_io_parameters_module(self.instance, provider))
+        self.context = rt.VmContext(self.instance, modules=[*modules, self.module])
         self.function = self.module.lookup_function(function)
         if self.function is None:
             raise ValueError(f"the module has no function {function!r}")
