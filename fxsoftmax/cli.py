@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   fxsoftmax inspect build/bert
   fxsoftmax run build/bert --device cpu --repeat 20
   fxsoftmax bench [--full | --calibrate] --out bench/
+  fxsoftmax bench --model bert-base --seq 128 --out docs/benchmarks
 """
 
 
@@ -118,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench-out", help="folder for results.csv, results.json, report.md, *.png (default bench-out)")
     b.add_argument("--repeat", type=int, default=7, help="timed runs per method after warm-up (default 7)")
     b.add_argument("--no-inductor", action="store_true", help="skip torch.compile/inductor (its C++ compile is slow)")
+    mode.add_argument("--model", help="time a whole built-in model (see export --list-models) under every policy")
+    b.add_argument("--seq", type=int, default=128, help="sequence length for --model (default 128)")
     b.add_argument("--calibration-out", help="where --calibrate writes (default: this machine's calibration file)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
@@ -340,6 +343,11 @@ def _reference(bundle, inputs: list, a: argparse.Namespace) -> tuple[list | None
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
+    if a.model:
+        from .bench.model import run_model_bench
+
+        print(run_model_bench(a.model, a.out, seq=a.seq, repeat=a.repeat, inductor=not a.no_inductor, quiet=a.quiet))
+        return 0
     from .bench import run_bench
 
     kind = "full" if a.full else "calibrate" if a.calibrate else "quick"

@@ -32,3 +32,15 @@ def test_bench_rejects_bad_arguments(tmp_path):
         run_bench("huge", str(tmp_path))
     with pytest.raises(ValueError, match="repeat must be at least 1"):
         run_bench("quick", str(tmp_path), repeat=0)
+
+
+def test_model_bench_times_every_policy_and_peer(tmp_path):
+    from fxsoftmax.bench.model import POLICIES, run_model_bench
+
+    text = run_model_bench("bert-tiny", str(tmp_path), seq=16, repeat=1, inductor=False, quiet=True)
+    rows = {r["method"]: r for r in json.loads((tmp_path / "model_results.json").read_text())["rows"]}
+    assert set(rows) == {*POLICIES, "eager"}
+    for p in POLICIES:
+        assert rows[p]["dispatches"] > 0 and rows[p]["compile_s"] > 0 and rows[p]["max_err"] <= 1e-4
+    assert rows["split"]["plans"] == ["split"] and rows["fused"]["plans"] == ["fused"]
+    assert (tmp_path / "model_time.png").stat().st_size > 0 and "| t / t_fused |" in text

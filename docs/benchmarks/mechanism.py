@@ -1,0 +1,81 @@
+"""What two choices of the dispatch-region mechanism cost or save on a real model (BERT-base width).
+
+1. Producers in the first group: `split` with the scale and mask pulled into group 1, against the same
+   plan with pulling turned off (x then comes from IREE's own producer dispatch): bytes the site's
+   dispatches read and write, and model time.
+2. The peel flag (quirks.PEEL_FLAG), which only modules keeping an IREE softmax get: the `fused` module
+   compiled with and without it, model time.
+
+Run: .venv/bin/python docs/benchmarks/mechanism.py [--layers N] [--seq N] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import transformers
+
+import fxsoftmax
+from fxsoftmax import quirks
+from fxsoftmax.backends.export import Artifact, compile_cached
+from fxsoftmax.bench.cases import machine
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--repeat", type=int, default=9)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(num_hidden_layers=a.layers, attn_implementation="eager")
+    model = transformers.BertModel(cfg).eval()
+    ids = torch.randint(0, 30000, (1, a.seq))
+    mask = torch.ones(1, a.seq, dtype=torch.int64)
+    mask[0, -a.seq // 8:] = 0
+    args = (ids, mask)
+
+    arts: dict[str, Artifact] = {}
+    arts["split, producers in group 1"] = fxsoftmax.export(model, args, policy="split")
+    pull = quirks.may_pull_producers
+    quirks.may_pull_producers = lambda later_reads_x: False
+    try:
+        arts["split, producers outside"] = fxsoftmax.export(model, args, policy="split")
+    finally:
+        quirks.may_pull_producers = pull
+    fused = fxsoftmax.export(model, args, policy="fused")
+    assert quirks.PEEL_FLAG in fused.flags
+    arts["fused, with peel flag"] = fused
+    flags = [f for f in fused.flags if f != quirks.PEEL_FLAG]
+    vmfb = compile_cached(fused.mlir, flags, what="fused without peel").output
+    arts["fused, without peel flag"] = Artifact(fused.mlir, vmfb, fused.target, fused.sites, flags, parameters=fused.parameters)
+
+    print(f"BERT-base width, {a.layers} layer(s), seq {a.seq}; {machine()['cpu']}, {machine()['cores']} cores\n")
+    print("| variant | dispatches | bytes read + written by all dispatches | model ms (median of %d, round-robin) |" % a.repeat)
+    print("|---|---:|---:|---:|")
+    calls = {}
+    for name, art in arts.items():
+        runner = art.runner()
+        placed = [runner.put(t) for t in args]
+        calls[name] = lambda r=runner, p=placed: r.invoke(p)
+    times = {n: [] for n in calls}
+    for _ in range(2):
+        for c in calls.values():
+            c()
+    for _ in range(a.repeat):
+        for n, c in calls.items():
+            t = time.perf_counter()
+            c()
+            times[n].append((time.perf_counter() - t) * 1e3)
+    for name, art in arts.items():
+        report = fxsoftmax.inspect(art, stack=False)
+        exes = {e.name: e for e in report.executables}
+        moved = sum(t.bytes or 0 for c in report.calls for t in (*exes[c.executable].reads, *exes[c.executable].writes))
+        print(f"| {name} | {report.total_dispatches} | {moved:,} | {statistics.median(times[name]):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
