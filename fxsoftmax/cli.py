@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         from .backends.compiler import IreeCompileError
         from .backends.runtime import DeviceUnavailableError
 
-        if isinstance(e, IreeCompileError):
+        from .backends.export import UnsupportedOpError
+
+        if isinstance(e, UnsupportedOpError):
+            _fail(str(e), "replace that op in the model: neither IREE nor PyTorch's decompositions lower it")
+        elif isinstance(e, IreeCompileError):
             lines = str(e).splitlines()
             _fail(lines[0] + " " + (lines[1].strip() if len(lines) > 1 else ""), "try another --policy or --device/--arch; run with a smaller model to isolate it")
         elif isinstance(e, DeviceUnavailableError):

@@ -104,6 +104,8 @@ def run_chain(chain: Sequence[Instr], env: dict[str, torch.Tensor]) -> torch.Ten
 
 def run_group(spec: GroupSpec, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """The group's results in PyTorch (the op's eager implementation)."""
+    if any(t.numel() == 0 for t in tensors):  # nothing to reduce over (PyTorch's softmax is empty too)
+        return tuple(torch.zeros(s, dtype=dtype_of(spec.output_dtype(o))) for o, s in zip(spec.outputs, output_shapes(spec, tensors)))
     env = dict(zip(spec.inputs, tensors))
     cdt, dim = dtype_of(spec.compute_dtype), spec.dim
     if spec.reads_x():

@@ -45,3 +45,36 @@ def may_pull_producers(later_groups_read_x: bool) -> bool:
     """Whether elementwise producers of x may be pulled into the first group: only when no later group
     reads x again (else x must be stored anyway, and IREE fuses the producers into x's own dispatch)."""
     return not later_groups_read_x
+
+
+# A dispatch that writes both z = exp(x - m) and its sum l, when the softmax dim is dynamic, dies with
+# SIGBUS at run time (IREE 3.9 CPU; the module IREE 3.13 builds runs). Measured for `123|4` and `1|23|4`
+# with every combination of dynamic dims that includes the softmax dim; a dynamic batch dim alone, and
+# groups writing z or l alone, run right. Evidence: tests/test_iree_cpu.py::test_dynamic_softmax_dim_*.
+# Decision: export refuses such a plan for such a site, naming it and what is accepted.
+def refuse_group(outputs: tuple[str, ...], dynamic_softmax_dim: bool) -> str | None:
+    """Why IREE cannot run a group writing `outputs`, or None if it can."""
+    if dynamic_softmax_dim and {"z", "l"} <= set(outputs):
+        return (
+            "IREE 3.9 crashes (SIGBUS) at run time on a dispatch that stores both exp(x - m) and its sum "
+            "when the softmax dim is dynamic; accepted for a dynamic softmax dim: plans whose groups store "
+            "at most one of steps 2 and 3 (fused, remat, split, per-step, online, auto), or a static softmax dim"
+        )
+    return None
+
+
+# float64: IREE demotes f64 to f32 by default (--iree-input-demote-f64-to-f32), the module's own inputs
+# and outputs included, so f64 tensors handed to it are read as f32 bytes (NaN or garbage, measured for
+# every policy incl. `fused`); without the demotion IREE 3.9's CPU backend has no f64 `exp`
+# ("iree-lld: error: undefined symbol: exp"). Evidence: tests/test_iree_cpu.py::test_float64_is_refused.
+# Decision: export refuses a model whose inputs or outputs are float64, saying what is accepted.
+def refuse_dtypes(dtypes) -> str | None:
+    """Why IREE cannot run a module with inputs/outputs of `dtypes`, or None if it can."""
+    import torch
+
+    if torch.float64 in set(dtypes):
+        return (
+            "IREE 3.9 cannot run float64 (it demotes f64 to f32, module inputs and outputs included, and has no "
+            "f64 exp on CPU); accepted: float32, float16 and bfloat16 inputs and outputs (e.g. model.float())"
+        )
+    return None

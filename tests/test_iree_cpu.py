@@ -239,3 +239,36 @@ def test_ops_iree_cannot_import_are_decomposed_or_named():
     assert (art(x) - Diff()(x)).abs().max().item() <= 1e-5
     with pytest.raises(UnsupportedOpError, match="aten.histc"):
         fxsoftmax.export(Hist(), (x,))
+
+
+@pytest.mark.parametrize("policy", ["split-sum", "1|23|4"])
+def test_dynamic_softmax_dim_refuses_plans_iree_cannot_run(policy):
+    """A group storing z and its sum with a dynamic softmax dim dies with SIGBUS in IREE 3.9: export
+    refuses it up front, naming the site and what is accepted (run in a child it would kill the process)."""
+    x = torch.randn(4, 8, 33)
+    dyn = ({2: torch.export.Dim.AUTO},)
+    with pytest.raises(ValueError, match=r"softmax site 'softmax' .*SIGBUS.* accepted for a dynamic softmax dim"):
+        fxsoftmax.export(torch.nn.Softmax(-1), (x,), policy=policy, dynamic_shapes=dyn)
+
+
+@pytest.mark.parametrize("policy", ["fused", "remat", "split", "per-step", "online", "auto"])
+def test_dynamic_softmax_dim_every_dim_dynamic_runs(policy):
+    art = fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 8, 33),), policy=policy,
+                           dynamic_shapes=({0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO},))
+    for shape in [(4, 8, 33), (2, 3, 5), (1, 1, 100)]:
+        y = torch.randn(shape)
+        assert (art(y) - torch.softmax(y, -1)).abs().max().item() <= 1e-5, shape
+
+
+def test_float64_is_refused_at_export():
+    with pytest.raises(ValueError, match="cannot run float64 .* accepted: float32, float16 and bfloat16"):
+        fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 33, dtype=torch.float64),))
+
+
+@pytest.mark.parametrize("policy", ["fused", *PRESETS])
+def test_zero_size_dims_give_pytorchs_empty_result(policy):
+    for shape, dim in [((5, 0, 0), -1), ((5, 0), -1), ((0, 7), -1), ((3, 0, 4), 1)]:
+        x = torch.randn(shape)
+        art = fxsoftmax.export(torch.nn.Softmax(dim), (x,), policy=policy)
+        got = art(x)
+        assert got.shape == torch.softmax(x, dim).shape and got.numel() == 0

@@ -269,3 +269,12 @@ def test_override_by_module_path_in_exported_model():
 def test_bad_module_type():
     with pytest.raises(TypeError, match="GraphModule or torch.export.ExportedProgram"):
         fxsoftmax.decompose_softmax(torch.nn.Linear(2, 2), "split")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_zero_size_dims_rewrite_and_give_an_empty_result(preset):
+    for shape, dim in [((5, 0, 0), -1), ((0, 7), -1), ((3, 0, 4), 1)]:
+        x = torch.randn(shape)
+        gm = aten_graph(lambda t: aten.softmax.int(t, dim), x)
+        assert fxsoftmax.decompose_softmax(gm, preset).rewritten == 1
+        assert gm(x).shape == torch.softmax(x, dim).shape

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch.utils import _pytree as pytree
 
+from .. import quirks
 from ..costmodel import AutoChooser
 from ..passes import SiteReport, decompose_softmax
 from ..passes.attention import attention_decompositions, fold_sdpa_scale
@@ -20,6 +21,13 @@ from .compiler import CompileResult, IreeCompileError, iree_compile
 from .runtime import PARAMETER_SCOPE, DeviceUnavailableError, IreeRunner, parameter_index
 from .vulkan import SOFTWARE_VULKAN_ARCH
 from .targets import Target
+
+
+def _signature_dtypes(ep: torch.export.ExportedProgram) -> set:
+    """dtypes of the program's user inputs and outputs."""
+    names = set(ep.graph_signature.user_inputs) | set(ep.graph_signature.user_outputs)
+    vals = [n.meta.get("val") for n in ep.graph.nodes if n.name in names]
+    return {v.dtype for v in vals if isinstance(v, torch.Tensor)}
 
 
 EXTERNAL_PARAMS_ABOVE = 32 << 20  # bytes of parameters above which they leave the MLIR
@@ -151,6 +159,9 @@ def compile_program(
 ) -> Artifact:
     """Rewrite an ExportedProgram's softmaxes (in place), import it with iree-turbine, compile it.
     `threads` (default: all cores) is what the `auto` policy assumes."""
+    refusal = quirks.refuse_dtypes(_signature_dtypes(ep))
+    if refusal:
+        raise ValueError(f"cannot export {what}: {refusal}")
     result = decompose_softmax(ep, policy, overrides, chooser=AutoChooser(target.kind, threads))
     parameters = external_parameters(ep, external_params_above)
     mlir = program_to_mlir(ep, parameters)

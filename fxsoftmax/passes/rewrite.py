@@ -20,6 +20,10 @@ _VALUES = {"1": ("m",), "13": ("m", "l"), "2": ("z",), "3": ("l",), "4": ("y",)}
 _READS = {"1": ("x",), "13": ("x",), "2": ("x", "m"), "3": ("z",), "4": ("z", "l")}
 
 
+class UnsupportedPlanError(ValueError):
+    """A plan IREE cannot run for this site."""
+
+
 def _tag_trace(node: fx.Node, tag: str, original: fx.Node) -> None:
     trace = original.meta.get("stack_trace") or ""
     if trace and not trace.endswith("\n"):
@@ -108,6 +112,9 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
                 args.append(stored[v])
         later = set().union(*needs[gi + 1:]) if gi + 1 < len(groups) else set()
         outputs = [v for v in ("m", "z", "l") if where.get(v) == gi and v in later] + (["y"] if where["y"] == gi else [])
+        refusal = quirks.refuse_group(tuple(outputs), not isinstance(site.shape[site.dim], int))
+        if refusal:
+            raise UnsupportedPlanError(f"softmax site {site.name!r} (dim {site.dim} of shape {site.shape}) with plan {plan.text!r}: {refusal}")
         spec = GroupSpec(group=gi + 1, steps=tuple(steps), inputs=tuple(names), outputs=tuple(outputs), chain=chain, **common)
         padded = tuple(args) + (None,) * (MAX_INPUTS - len(args)) + (spec.to_json(),)
         node = emit(GROUP_OPS[len(outputs)], padded, f"g{gi + 1}")
