@@ -203,7 +203,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     import torch
 
     from .backends.export import build, compile_program, export_program
-    from .backends.targets import Target
+    from .backends.targets import Target, check_target
     from .bundle import write_bundle
     from .models import load_model
     from .passes.attention import attention_decompositions
@@ -213,6 +213,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     specs = [InputSpec.parse(s) for s in a.input]
     overrides = _overrides(a.override)
     target = Target(a.device, a.arch)
+    check_target(target)
     PolicyMap(a.policy, overrides)
     attention_decompositions(a.attention)
     if a.params_above < 0:

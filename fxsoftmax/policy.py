@@ -211,7 +211,7 @@ Overrides = Union[Mapping[str, PolicyLike], Callable[[Any], Union[PolicyLike, No
 
 class PolicyMap:
     """Decides the Plan for each softmax site: a default policy plus optional overrides. `auto` is
-    resolved by `chooser(site) -> (Plan, reason)` (default: the CPU cost model, all cores)."""
+    resolved by `chooser(site) -> (Plan, reason)`, which the caller passes."""
 
     def __init__(self, policy: PolicyLike = DEFAULT_POLICY, overrides: Overrides | None = None, chooser: Any = None):
         self.default = parse_policy(policy)
@@ -237,9 +237,7 @@ class PolicyMap:
         if not plan.is_auto:
             return plan, ""
         if self.chooser is None:
-            from .costmodel import AutoChooser
-
-            self.chooser = AutoChooser()
+            raise ValueError(f"policy 'auto' for site {site.name!r} needs a chooser (e.g. fxsoftmax.costmodel.AutoChooser)")
         return self.chooser(site)
 
     def _policy_for(self, site: Any) -> Plan:

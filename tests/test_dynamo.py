@@ -45,6 +45,8 @@ def test_string_backend_with_options_matches_eager():
     assert [(s.status, s.plan) for s in graphs[0].sites] == [("rewritten", "remat")]
     site = graphs[0].report(stack=False).sites[0]
     assert site.matches_plan and len(site.dispatches) == 3
+    # a summary, not the module's MLIR
+    assert repr(graphs) == "[CompiledGraph(graph 0: 1 softmax site(s), plans ['remat'], runs on IREE cpu:host)]"
 
 
 class TwoBlocks(torch.nn.Module):

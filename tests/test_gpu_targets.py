@@ -86,3 +86,10 @@ def test_software_vulkan_refuses_gpu_chip_modules():
     art = fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 64),), policy="remat", device="vulkan", arch="rdna3")
     with pytest.raises(DeviceUnavailableError, match="vp_android_baseline_2022"):
         art(torch.randn(4, 64))
+
+
+def test_unknown_arch_is_refused_up_front_with_the_accepted_chips():
+    with pytest.raises(ValueError, match=r"cannot compile for cuda arch 'sm_90' .*sm_80.*; accepted: .*sm_80"):
+        fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 64),), device="cuda", arch="sm_90")
+    with pytest.raises(ValueError, match="cannot compile for hip arch 'gfx9999'"):
+        fxsoftmax.backend(device="hip", arch="gfx9999")

@@ -272,3 +272,24 @@ def test_zero_size_dims_give_pytorchs_empty_result(policy):
         art = fxsoftmax.export(torch.nn.Softmax(dim), (x,), policy=policy)
         got = art(x)
         assert got.shape == torch.softmax(x, dim).shape and got.numel() == 0
+
+
+def test_artifact_summary_non_tensor_arguments_and_bounded_cache(monkeypatch):
+    from fxsoftmax.backends import export as export_module
+
+    class Scaled(torch.nn.Module):
+        def forward(self, x, scale: float):
+            return torch.softmax(x * scale, -1)
+
+    x = torch.randn(4, 16)
+    art = fxsoftmax.export(Scaled(), (x, 2.0), policy="split")
+    assert (art(x, 2.0) - Scaled()(x, 2.0)).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match=r"non-tensor arguments \[3.0\] differ .* \[2.0\]"):
+        art(x, 3.0)
+    text = repr(art)
+    assert text.startswith("Artifact(target cpu:host, 1 softmax site(s), 1 rewritten") and len(text) < 300
+
+    monkeypatch.setattr(export_module, "COMPILE_CACHE_ENTRIES", 2)
+    for n in (8, 9, 10):
+        fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(2, n),), policy="remat")
+    assert len(export_module._COMPILED) == 2

@@ -17,7 +17,7 @@ from ..passes.attention import attention_decompositions
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
 from .compiler import IreeCompileError
 from .export import Artifact, UnsupportedOpError, build, compile_program, export_program
-from .targets import Target
+from .targets import Target, check_target
 
 log = logging.getLogger("fxsoftmax")
 
@@ -42,6 +42,11 @@ class CompiledGraph:
     sites: list[SiteReport]
     artifact: Artifact | None  # None when it fell back to eager
     fallback_reason: str = ""
+
+    def __repr__(self) -> str:
+        plans = sorted({s.plan for s in self.sites if s.status in ("rewritten", "fused")})
+        where = f"IREE {self.artifact.target}" if self.artifact is not None else f"eager ({self.fallback_reason.splitlines()[0][:80]})"
+        return f"CompiledGraph({self.name}: {len(self.sites)} softmax site(s), plans {plans or '-'}, runs on {where})"
 
     def report(self, stack: bool = True):
         """Dispatch inspection of this graph's IREE module (see fxsoftmax.inspect)."""
@@ -68,6 +73,7 @@ class Backend:
 
     def __post_init__(self) -> None:
         self.target = Target(self.device, self.arch)
+        check_target(self.target)
         PolicyMap(self.policy, self.overrides)
         attention_decompositions(self.attention)
         if self.fallback not in FALLBACKS:

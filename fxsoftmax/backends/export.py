@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections import OrderedDict
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -20,7 +21,15 @@ from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
 from .compiler import CompileResult, IreeCompileError, iree_compile
 from .runtime import PARAMETER_SCOPE, DeviceUnavailableError, IreeRunner, parameter_index
 from .vulkan import SOFTWARE_VULKAN_ARCH
-from .targets import Target
+from .targets import Target, check_target
+
+
+def _constants(ep: torch.export.ExportedProgram) -> list[Any] | None:
+    """The non-tensor leaves of the example call the program was exported with."""
+    example = getattr(ep, "example_inputs", None)
+    if example is None:
+        return None
+    return [a for a in pytree.tree_leaves(example) if not isinstance(a, torch.Tensor)]
 
 
 def _signature_dtypes(ep: torch.export.ExportedProgram) -> set:
@@ -45,10 +54,17 @@ class Artifact:
     flow_ir: str = ""  # the module as IREE had it after forming dispatches (with locations)
     in_spec: pytree.TreeSpec | None = None
     out_spec: pytree.TreeSpec | None = None
+    constants: list[Any] | None = None  # the non-tensor call arguments the module was exported with (baked in)
     # parameters the module loads by name from scope PARAMETER_SCOPE ("model") (an IREE parameter archive when
     # saved): tensors, or the path of a .irpa file; empty when the weights are inlined in the MLIR
     parameters: dict[str, torch.Tensor] | str = field(default_factory=dict, repr=False)
     _runners: dict[str, IreeRunner] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        rewritten = sum(s.status == "rewritten" for s in self.sites)
+        params = f", parameters: {len(self.parameters)} tensors outside the MLIR" if isinstance(self.parameters, dict) and self.parameters else ""
+        return (f"Artifact(target {self.target}, {len(self.sites)} softmax site(s), {rewritten} rewritten, "
+                f"VMFB {len(self.vmfb):,} B, MLIR {len(self.mlir):,} chars{params})")
 
     def runner(self, driver: str | None = None) -> IreeRunner:
         """The module loaded on `driver` (default: the target's driver); loaded once per driver."""
@@ -68,6 +84,11 @@ class Artifact:
         flat, spec = pytree.tree_flatten((args, kwargs))
         if self.in_spec is not None and spec != self.in_spec:
             raise ValueError(f"inputs do not have the structure the module was exported with:\n got {spec}\n want {self.in_spec}")
+        if self.constants is not None:
+            given = [a for a in flat if not isinstance(a, torch.Tensor)]
+            if given != self.constants:
+                raise ValueError(f"non-tensor arguments {given} differ from the ones the module was exported with "
+                                 f"{self.constants}; they are compiled into the module: export again with these values")
         outs = self.runner()(*[t for t in flat if isinstance(t, torch.Tensor)])
         return pytree.tree_unflatten(outs, self.out_spec) if self.out_spec is not None else outs
 
@@ -119,6 +140,7 @@ def export(
     `external_params_above` bytes stay outside the MLIR (an IREE parameter archive, scope "model").
     """
     target = Target(device, arch)
+    check_target(target)
     PolicyMap(policy, overrides)  # fail on a bad policy before the slow export
     attention_decompositions(attention)
     return build(
@@ -169,7 +191,7 @@ def compile_program(
     compiled = compile_cached(mlir, flags, what=f"{what} for {target}", phases=("flow",))
     return Artifact(
         mlir, compiled.output, target, result.sites, flags, compiled.phases["flow"], ep.call_spec.in_spec, ep.call_spec.out_spec,
-        parameters,
+        _constants(ep), parameters,
     )
 
 
@@ -235,14 +257,20 @@ class UnsupportedOpError(IreeCompileError):
         RuntimeError.__init__(self, message)
 
 
-_COMPILED: dict[str, CompileResult] = {}
+_COMPILED: OrderedDict[str, CompileResult] = OrderedDict()
+COMPILE_CACHE_ENTRIES = 32  # the most recent compiles kept in this process
 
 
 def compile_cached(mlir: str, flags: Sequence[str], *, what: str, phases: Sequence[str] = ()) -> CompileResult:
-    """iree-compile, memoized in this process on (MLIR text, flags, phases kept)."""
+    """iree-compile, memoized in this process on (MLIR text, flags, phases kept); least recently used
+    entries beyond COMPILE_CACHE_ENTRIES are dropped."""
     key = hashlib.sha256("\0".join([mlir, *flags, "|", *phases]).encode()).hexdigest()
-    if key not in _COMPILED:
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+    else:
         _COMPILED[key] = iree_compile(mlir, flags, what=what, phases=phases)
+        while len(_COMPILED) > COMPILE_CACHE_ENTRIES:
+            _COMPILED.popitem(last=False)
     return _COMPILED[key]
 
 

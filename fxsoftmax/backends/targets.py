@@ -52,3 +52,42 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.device}:{self.chip}"
+
+
+# Chips worth trying when an arch is refused, to tell the user which ones this IREE accepts.
+_CANDIDATE_CHIPS = {
+    "cuda": ("sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_120"),
+    "hip": ("gfx908", "gfx90a", "gfx942", "gfx950", "gfx1030", "gfx1100", "gfx1101", "gfx1200", "gfx1201"),
+    "vulkan": ("vp_android_baseline_2022", "rdna3", "rdna2", "ampere", "valhall", "adreno"),
+}
+_PROBE = """func.func @probe(%a: tensor<64xf32>) -> tensor<64xf32> {
+  %0 = math.exp %a : tensor<64xf32>
+  return %0 : tensor<64xf32>
+}"""
+_ACCEPTS: dict[str, bool] = {}
+
+
+def _accepts(target: Target) -> bool:
+    from .compiler import IreeCompileError, iree_compile
+
+    key = str(target)
+    if key not in _ACCEPTS:
+        try:
+            iree_compile(_PROBE, target.compile_flags(), what=f"a probe for {target}")
+            _ACCEPTS[key] = True
+        except IreeCompileError:
+            _ACCEPTS[key] = False
+    return _ACCEPTS[key]
+
+
+def check_target(target: Target) -> None:
+    """Raise a ValueError naming the chips this IREE accepts if it cannot compile for `target`'s chip
+    (e.g. IREE 3.9 has no sm_89 or sm_90: compile for sm_80, whose PTX the driver JIT-compiles on newer
+    GPUs). Measured by compiling a one-op probe, once per process and target."""
+    if target.device == "cpu" or _accepts(target):
+        return
+    accepted = [c for c in _CANDIDATE_CHIPS[target.device] if _accepts(Target(target.device, c))]
+    hint = " (IREE has no target for this GPU yet: compile for sm_80, whose PTX the CUDA driver JIT-compiles on newer GPUs)" if target.device == "cuda" else ""
+    raise ValueError(
+        f"this IREE cannot compile for {target.device} arch {target.chip!r}{hint}; accepted: {', '.join(accepted) or 'none found'}"
+    )

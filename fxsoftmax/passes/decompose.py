@@ -8,6 +8,7 @@ import torch
 import torch.fx as fx
 from torch.export import ExportedProgram
 
+from ..costmodel import AutoChooser
 from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
 from .attention import ATTENTION_OPS, kept_attention
 from .rewrite import keep_fused_site, rewrite_site
@@ -53,7 +54,7 @@ def decompose_softmax(
             f"decompose_softmax expects a torch.fx.GraphModule or torch.export.ExportedProgram, got "
             f"{type(module).__name__}; for an nn.Module use fxsoftmax.export(...) or torch.export.export first"
         )
-    pmap = PolicyMap(policy, overrides, chooser)
+    pmap = PolicyMap(policy, overrides, chooser or AutoChooser())
     if example_inputs is not None:
         _propagate_fake(gm, example_inputs)
 
