@@ -12,7 +12,7 @@ import time
 import warnings
 from typing import Any
 
-from .policy import DEFAULT_POLICY, PRESETS
+from .policy import DEFAULT_POLICY, PRESETS, PolicyMap
 
 EXAMPLES = """examples:
   fxsoftmax export bert-tiny --policy split --device cpu --out build/bert
@@ -129,6 +129,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
 
+    z = sub.add_parser("zoo", help="Hugging Face families (tiny configs) x inputs x path x policy: writes a table")
+    z.add_argument("--policy", action="append", help="a policy to run (repeatable; default every preset and auto)")
+    z.add_argument("--path", action="append", choices=["export", "torch.compile"], help="entry point (repeatable; default both)")
+    z.add_argument("--attention", action="append", choices=["eager", "sdpa"], help="Hugging Face attn_implementation (repeatable; default eager)")
+    z.add_argument("--family", action="append", help="a family (repeatable; default all; see fxsoftmax.zoo.FAMILIES)")
+    z.add_argument("--out", default="docs", help="folder for the table (default docs)")
+    z.add_argument("--name", default="zoo.md", help="file name of the table (default zoo.md)")
+    z.set_defaults(func=cmd_zoo)
+
     d = sub.add_parser("demo", help="export a small attention model, run it on IREE CPU, print a table")
     d.add_argument("--policy", default=DEFAULT_POLICY, help=f"{policies} (default {DEFAULT_POLICY})")
     d.add_argument("--repeat", type=int, default=20, help="timed runs (default 20)")
@@ -207,7 +216,6 @@ def cmd_export(a: argparse.Namespace) -> int:
     from .bundle import write_bundle
     from .models import load_model
     from .passes.attention import attention_decompositions
-    from .policy import PolicyMap
     from .report import inspect
 
     specs = [InputSpec.parse(s) for s in a.input]
@@ -357,6 +365,20 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
     kind = "full" if a.full else "calibrate" if a.calibrate else "quick"
     print(run_bench(kind, a.out, repeat=a.repeat, inductor=not a.no_inductor, calibration_out=a.calibration_out, quiet=a.quiet))
+    return 0
+
+
+def cmd_zoo(a: argparse.Namespace) -> int:
+    from .zoo import BY_NAME, PATHS, run_zoo
+
+    unknown = sorted(set(a.family or ()) - set(BY_NAME))
+    if unknown:
+        raise CliError(f"unknown zoo families {unknown}", f"accepted: {', '.join(BY_NAME)}", 2)
+    for p in a.policy or ():
+        PolicyMap(p)
+    text = run_zoo(a.out, tuple(a.policy or PRESETS), tuple(a.path or PATHS), tuple(a.attention or ("eager",)),
+                   tuple(a.family) if a.family else None, filename=a.name)
+    print(text.split("\n\n")[-1] if "## Failures" not in text else text[text.index("## Failures"):])
     return 0
 
 

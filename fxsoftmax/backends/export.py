@@ -226,17 +226,18 @@ _KNOWN_GAPS = (torch.ops.aten.__and__.Tensor, torch.ops.aten.__or__.Tensor)
 _NOT_LEGALIZED = re.compile(r"""(?:name = "|failed to legalize operation ')torch\.(aten\.\w+)""")
 
 
+_LOCATED_ERROR = re.compile(r"^(\S+\.py):(\d+):\d+: error:", re.MULTILINE)
+
+
 def importer_gaps(error: IreeCompileError, ep: torch.export.ExportedProgram) -> set:
-    """Ops of `ep` that IREE failed to legalize and PyTorch can decompose. Raises a clear error naming an
-    op that IREE cannot lower and PyTorch cannot decompose."""
-    names = set(_NOT_LEGALIZED.findall(error.stderr))
-    if not names:
-        return set()
+    """Ops of `ep` IREE could not lower that PyTorch can decompose: those named as not legalized, and
+    those at the source line of an error. Raises an UnsupportedOpError naming a not-legalized op that
+    PyTorch cannot decompose."""
     defaults = torch.export.default_decompositions()
+    nodes = [n for n in ep.graph.nodes if n.op == "call_function"]
     found, stuck = set(), []
-    for name in sorted(names):
-        ops = {n.target for n in ep.graph.nodes if n.op == "call_function" and str(n.target).rsplit(".", 1)[0] == name}
-        usable = {op for op in ops if op in defaults}
+    for name in sorted(set(_NOT_LEGALIZED.findall(error.stderr))):
+        usable = {n.target for n in nodes if str(n.target).rsplit(".", 1)[0] == name and n.target in defaults}
         found |= usable
         if not usable:
             stuck.append(name)
@@ -246,7 +247,15 @@ def importer_gaps(error: IreeCompileError, ep: torch.export.ExportedProgram) -> 
             "accepted: models whose ops IREE lowers or PyTorch decomposes",
             error.stderr,
         ) from error
+    for path, line in _LOCATED_ERROR.findall(error.stderr):
+        frame = f'File "{path}", line {line},'
+        found |= {n.target for n in nodes if n.target in defaults and frame in _innermost_frame(n)}
     return found
+
+
+def _innermost_frame(node: torch.fx.Node) -> str:
+    frames = [l for l in (node.meta.get("stack_trace") or "").splitlines() if l.strip().startswith("File ")]
+    return frames[-1] if frames else ""
 
 
 class UnsupportedOpError(IreeCompileError):
