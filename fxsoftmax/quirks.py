@@ -78,3 +78,12 @@ def refuse_dtypes(dtypes) -> str | None:
             "f64 exp on CPU); accepted: float32, float16 and bfloat16 inputs and outputs (e.g. model.float())"
         )
     return None
+
+
+# iree-turbine 3.9 inlines a weight through numpy, which has no bfloat16 ("Got unsupported ScalarType
+# BFloat16" from exported_program.py's _lift_tensor_to_global). Evidence: tests/test_zoo.py bf16 decoders.
+# Decision: a model with bf16 parameters keeps them outside the MLIR (an IREE parameter archive).
+def must_externalize(parameter_dtypes) -> bool:
+    import torch
+
+    return torch.bfloat16 in set(parameter_dtypes)

@@ -47,3 +47,23 @@ def test_cli_zoo_writes_the_table(tmp_path):
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="unknown zoo family 'gpt5'; accepted: llama"):
         zoo_model("gpt5")
+
+
+# Deployed weights: the whole model in bf16 or f16 (softmax computed in f32 inside each group). Stated
+# tolerances on logits of magnitude < 1: 2^-7 for bf16, 2^-9 for f16 (measured 1.95e-3 and 9.8e-4).
+LOW_PRECISION_ATOL = {torch.bfloat16: 2**-7, torch.float16: 2**-9}
+
+
+@pytest.mark.parametrize("dtype", list(LOW_PRECISION_ATOL), ids=str)
+@pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
+def test_decoders_with_low_precision_weights(name, dtype):
+    import fxsoftmax
+
+    zm = zoo_model(name, dtype=dtype, mask=True)
+    with torch.no_grad():
+        want = zm.output(zm.model(*zm.args, **zm.kwargs))
+    art = fxsoftmax.export(zm.model, zm.args, zm.kwargs, policy="split")
+    got = zm.output(art(*zm.args, **zm.kwargs))
+    assert got.dtype == dtype and want.abs().max().item() < 1
+    assert (got.float() - want.float()).abs().max().item() <= LOW_PRECISION_ATOL[dtype]
+    assert [s.status for s in art.sites] == ["rewritten"]

@@ -284,10 +284,11 @@ def compile_cached(mlir: str, flags: Sequence[str], *, what: str, phases: Sequen
 
 
 def external_parameters(ep: torch.export.ExportedProgram, above: int = EXTERNAL_PARAMS_ABOVE) -> dict[str, torch.Tensor]:
-    """The program's parameters and buffers by name if together they are over `above` bytes, else {}."""
+    """The program's parameters and buffers by name if together they are over `above` bytes (or if
+    iree-turbine cannot inline one of them), else {}."""
     tensors = {k: v for k, v in {**ep.state_dict, **ep.constants}.items() if isinstance(v, torch.Tensor)}
     total = sum(t.numel() * t.element_size() for t in tensors.values())
-    return tensors if total > above else {}
+    return tensors if total > above or quirks.must_externalize({t.dtype for t in tensors.values()}) else {}
 
 
 def program_to_mlir(ep: torch.export.ExportedProgram, parameters: Mapping[str, torch.Tensor] | None = None) -> str:
