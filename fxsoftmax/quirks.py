@@ -87,3 +87,16 @@ def must_externalize(parameter_dtypes) -> bool:
     import torch
 
     return torch.bfloat16 in set(parameter_dtypes)
+
+
+# A cumsum along a dynamic dim next to an int64 -> int32 truncation (its input truncated, or its int64
+# result truncated after it) dies with SIGBUS in IREE 3.9's CPU module. RoBERTa and XLM-RoBERTa
+# position ids do exactly this (`cumsum(ids.ne(pad).int(), 1).type_as(mask)`). Measured: the same cumsum
+# without a truncation, or over a static dim, runs right. Evidence: tests/test_iree_cpu.py::test_cumsum_*.
+# Decision: export refuses it, naming the case and what is accepted.
+def refuse_cumsum(dynamic_dim: bool, next_to_int32_truncation: bool) -> str | None:
+    if dynamic_dim and next_to_int32_truncation:
+        return ("IREE 3.9 crashes (SIGBUS) on a cumsum along a dynamic dim next to an int64 -> int32 conversion "
+                "(e.g. RoBERTa's position ids); accepted: a static size for that dim (export without dynamic_shapes "
+                "for it, or torch.compile(dynamic=False))")
+    return None

@@ -161,3 +161,25 @@ def test_fallback_eager_runs_that_graph_and_logs(caplog):
     assert be.graphs[1].fallback_reason and "graph 1 runs in eager" in caplog.text
     with pytest.raises(ValueError, match="runs in eager"):
         be.graphs[1].report()
+
+
+def test_dynamic_true_zoo_families_in_one_process():
+    """torch.compile(dynamic=True): dynamo hands unspecialized floats (eps, scaling) over as 0-d float64
+    tensors; they are compiled in and checked on each call. Several models compile in one process; a
+    model IREE 3.9 cannot run with a dynamic sequence (RoBERTa's position ids) fails with a clear error."""
+    from fxsoftmax.zoo import zoo_model
+
+    for name in ("bert", "llama"):
+        zm = zoo_model(name)
+        torch._dynamo.reset()
+        be = fxsoftmax.backend(policy="split")
+        compiled = torch.compile(zm.model, backend=be, dynamic=True)
+        for n in (8, 12, 5):
+            ids = torch.randint(3, 250, (1, n))
+            with torch.no_grad():
+                assert (zm.output(compiled(ids)) - zm.output(zm.model(ids))).abs().max().item() <= 1e-5, (name, n)
+        assert len(be.graphs) == 1, name
+    zm = zoo_model("roberta")
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="cumsum along a dynamic dim"):
+        torch.compile(zm.model, backend=fxsoftmax.backend(), dynamic=True)(torch.randint(3, 250, (1, 8)))

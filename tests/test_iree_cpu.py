@@ -293,3 +293,29 @@ def test_artifact_summary_non_tensor_arguments_and_bounded_cache(monkeypatch):
     for n in (8, 9, 10):
         fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(2, n),), policy="remat")
     assert len(export_module._COMPILED) == 2
+
+
+def test_cumsum_over_a_dynamic_dim_next_to_int32_is_refused_and_others_run():
+    """IREE 3.9 dies (SIGBUS) on RoBERTa's position-id cumsum with a dynamic sequence: export refuses that
+    shape of it; the same cumsum without the int32 truncation runs, its int64 result read back right."""
+
+    class RobertaPositions(torch.nn.Module):
+        def forward(self, ids):
+            mask = ids.ne(1).int()
+            return (torch.cumsum(mask, dim=1).type_as(mask) * mask).long() + 1
+
+    class Positions(torch.nn.Module):
+        def forward(self, ids):
+            return torch.cumsum(ids.ne(1).int(), dim=1) + 1
+
+    seq = ({1: torch.export.Dim.AUTO},)
+    ids = torch.randint(0, 9, (1, 8))
+    with pytest.raises(ValueError, match="cumsum along a dynamic dim next to an int64 -> int32 conversion.*accepted: a static size"):
+        fxsoftmax.export(RobertaPositions(), (ids,), dynamic_shapes=seq)
+    static = fxsoftmax.export(RobertaPositions(), (ids,))
+    assert torch.equal(static(ids), RobertaPositions()(ids))
+    art = fxsoftmax.export(Positions(), (ids,), dynamic_shapes=seq)
+    for n in (8, 13):
+        x = torch.randint(0, 9, (1, n))
+        got = art(x)
+        assert got.dtype == torch.int64 and torch.equal(got, Positions()(x))

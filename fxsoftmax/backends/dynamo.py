@@ -98,7 +98,7 @@ class Backend:
             self._record(CompiledGraph(name, [], None, str(e)))
             return gm.forward
         self._record(CompiledGraph(name, art.sites, art))
-        return _Runner(art)
+        return _Runner(art, wrapper.scalars)
 
     def _record(self, graph: CompiledGraph) -> None:
         self.graphs.append(graph)
@@ -131,18 +131,21 @@ def compiled_graphs() -> list[CompiledGraph]:
 class _TensorOnly(torch.nn.Module):
     """Dynamo's graph, called with tensors only: its SymInt inputs are recomputed from tensor sizes."""
 
-    def __init__(self, gm: fx.GraphModule, sources: list[tuple[str, int, int]]):
+    def __init__(self, gm: fx.GraphModule, sources: list[tuple[str, int, int]], scalars: dict[int, float]):
         super().__init__()
-        self.gm, self.sources = gm, sources
+        self.gm, self.sources, self.scalars = gm, sources, scalars
 
     @classmethod
     def wrap(cls, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> tuple["_TensorOnly", list[torch.Tensor], Any]:
         """The wrapper, its example tensors, and export dynamic_shapes keeping dynamo's symbolic dims dynamic."""
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         vals = [n.meta.get("example_value", n.meta.get("val")) for n in placeholders]
-        tensor_idx = [i for i, a in enumerate(example_inputs) if isinstance(a, torch.Tensor)]
+        tensor_idx = [i for i, a in enumerate(example_inputs) if isinstance(a, torch.Tensor) and not _is_unspecialized_float(a)]
         sources: list[tuple[str, int, int]] = []
         for i, a in enumerate(example_inputs):
+            if _is_unspecialized_float(a):
+                sources.append(("scalar", i, -1))
+                continue
             if isinstance(a, torch.Tensor):
                 sources.append(("tensor", tensor_idx.index(i), -1))
                 continue
@@ -154,11 +157,21 @@ class _TensorOnly(torch.nn.Module):
             for j in tensor_idx
         ]
         dynamic = (tuple(specs),) if any(specs) else None  # one entry: forward takes *tensors
-        return cls(gm, sources), [example_inputs[j] for j in tensor_idx], dynamic
+        scalars = {i: float(example_inputs[i]) for kind, i, _ in sources if kind == "scalar"}
+        return cls(gm, sources, scalars), [example_inputs[j] for j in tensor_idx], dynamic
 
     def forward(self, *tensors: torch.Tensor):
-        args = [tensors[t] if kind == "tensor" else tensors[t].shape[d] for kind, t, d in self.sources]
+        args = [
+            tensors[t] if kind == "tensor" else torch.tensor(self.scalars[t], dtype=torch.float64) if kind == "scalar" else tensors[t].shape[d]
+            for kind, t, d in self.sources
+        ]
         return self.gm(*args)
+
+
+def _is_unspecialized_float(a: Any) -> bool:
+    # dynamo passes a Python float it did not specialize on (a model's eps, a scaling factor) as a 0-d
+    # float64 tensor; IREE cannot take f64, so its value is compiled in and checked on every call
+    return isinstance(a, torch.Tensor) and a.dim() == 0 and a.dtype == torch.float64
 
 
 def _find_size(sym: torch.SymInt, tensors: list, name: str) -> tuple[int, int]:
@@ -172,8 +185,8 @@ def _find_size(sym: torch.SymInt, tensors: list, name: str) -> tuple[int, int]:
 class _Runner:
     """What dynamo calls: flat tensors in, the graph's outputs out; parameters stay on the device."""
 
-    def __init__(self, art: Artifact):
-        self.art, self.runner = art, art.runner()
+    def __init__(self, art: Artifact, scalars: dict[int, float]):
+        self.art, self.runner, self.scalars = art, art.runner(), scalars
         self.cache: dict[int, tuple[Any, int, Any]] = {}
 
     def _put(self, t: torch.Tensor):
@@ -187,6 +200,10 @@ class _Runner:
         return bv
 
     def __call__(self, *args: Any):
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        for i, value in self.scalars.items():
+            if float(args[i]) != value:
+                raise ValueError(f"graph input {i} is {float(args[i])}, but the IREE module was compiled with {value}; "
+                                 "compile the model again (e.g. torch._dynamo.reset()) for the new value")
+        tensors = [a for i, a in enumerate(args) if isinstance(a, torch.Tensor) and i not in self.scalars]
         outs = [self.runner.fetch(r) for r in self.runner.invoke([self._put(t) for t in tensors])]
         return pytree.tree_unflatten(outs, self.art.out_spec)

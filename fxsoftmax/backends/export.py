@@ -32,6 +32,25 @@ def _constants(ep: torch.export.ExportedProgram) -> list[Any] | None:
     return [a for a in pytree.tree_leaves(example) if not isinstance(a, torch.Tensor)]
 
 
+def _refuse_cumsum(gm: torch.fx.GraphModule) -> str | None:
+    """quirks.refuse_cumsum for every cumsum in the graph."""
+
+    def truncates(node: Any) -> bool:  # int64 -> int32
+        if not (isinstance(node, torch.fx.Node) and node.op == "call_function" and "val" in node.meta):
+            return False
+        src = node.args[0].meta.get("val") if node.args and isinstance(node.args[0], torch.fx.Node) else None
+        return getattr(src, "dtype", None) == torch.int64 and node.meta["val"].dtype == torch.int32
+
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.aten.cumsum.default:
+            x, dim = node.args[0], node.args[1]
+            dynamic = not isinstance(x.meta["val"].shape[dim], int)
+            refusal = quirks.refuse_cumsum(dynamic, truncates(x) or any(truncates(u) for u in node.users))
+            if refusal:
+                return f"{node.name}: {refusal}"
+    return None
+
+
 def _signature_dtypes(ep: torch.export.ExportedProgram) -> set:
     """dtypes of the program's user inputs and outputs."""
     names = set(ep.graph_signature.user_inputs) | set(ep.graph_signature.user_outputs)
@@ -181,7 +200,7 @@ def compile_program(
 ) -> Artifact:
     """Rewrite an ExportedProgram's softmaxes (in place), import it with iree-turbine, compile it.
     `threads` (default: all cores) is what the `auto` policy assumes."""
-    refusal = quirks.refuse_dtypes(_signature_dtypes(ep))
+    refusal = quirks.refuse_dtypes(_signature_dtypes(ep)) or _refuse_cumsum(ep.graph_module)
     if refusal:
         raise ValueError(f"cannot export {what}: {refusal}")
     result = decompose_softmax(ep, policy, overrides, chooser=AutoChooser(target.kind, threads))

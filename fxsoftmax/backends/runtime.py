@@ -13,6 +13,9 @@ from iree.turbine.support.conversions import DTYPE_TO_ELEMENT_TYPE, torch_dtype_
 from .vulkan import vulkan_devices
 
 _ELEMENT_TYPE_TO_DTYPE = {int(v): k for k, v in DTYPE_TO_ELEMENT_TYPE.items() if k not in (torch.qint8, torch.quint8)}
+# modules return integers as signless element types
+_ELEMENT_TYPE_TO_DTYPE.update({int(rt.HalElementType.INT_8): torch.int8, int(rt.HalElementType.INT_16): torch.int16,
+                               int(rt.HalElementType.INT_32): torch.int32, int(rt.HalElementType.INT_64): torch.int64})
 
 
 class DeviceUnavailableError(RuntimeError):
