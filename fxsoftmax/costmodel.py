@@ -72,6 +72,8 @@ class AutoChooser:
         if not shape or any(not isinstance(d, int) for d in shape):
             return parse_policy("remat"), "auto: dynamic shape, no calibration point -> remat (no stored intermediate)"
         row = shape[dim]
+        if math.prod(shape) == 0:
+            return parse_policy("split"), "auto: empty tensor, nothing to compute -> split"
         rows = math.prod(shape) // row
         return self.choose(rows, row, last, str(site.compute_dtype).replace("torch.", ""))
 
