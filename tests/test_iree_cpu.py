@@ -319,3 +319,21 @@ def test_cumsum_over_a_dynamic_dim_next_to_int32_is_refused_and_others_run():
         x = torch.randint(0, 9, (1, n))
         got = art(x)
         assert got.dtype == torch.int64 and torch.equal(got, Positions()(x))
+
+
+def test_cpu_calls_share_memory_with_torch_instead_of_copying():
+    """On the CPU drivers inputs and results cross by DLPack: the module reads the tensor's own memory and
+    the result is the module's buffer. A misaligned or non-contiguous input is copied."""
+    x = torch.randn(8, 64)
+    art = fxsoftmax.export(torch.nn.Softmax(-1), (x,), policy="split")
+    runner = art.runner()
+    bv = runner.put(x)
+    x.mul_(0.0)  # the device buffer is x: it sees the change
+    assert torch.allclose(runner.fetch(runner.invoke([bv])[0]), torch.full((8, 64), 1 / 64))
+    y = art(x)
+    assert (y - torch.softmax(x, -1)).abs().max().item() <= 1e-5
+    base = torch.randn(8 * 64 + 1)
+    odd = base[1:].view(8, 64)  # 4 bytes off the 64-byte alignment IREE needs
+    assert (art(odd) - torch.softmax(odd, -1)).abs().max().item() <= 1e-5
+    t = torch.randn(64, 8).t()  # not contiguous
+    assert (art(t) - torch.softmax(t, -1)).abs().max().item() <= 1e-5

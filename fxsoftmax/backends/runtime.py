@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import iree.runtime as rt
 import numpy as np
 import torch
+import torch.utils.dlpack
 from iree.turbine.support.conversions import DTYPE_TO_ELEMENT_TYPE, torch_dtype_to_numpy
 
 from .vulkan import vulkan_devices
@@ -77,6 +78,9 @@ def _create(uri: str) -> rt.HalDevice:
     return _DEVICES[uri]
 
 
+HOST_DRIVERS = ("local-task", "local-sync")  # drivers whose buffers are host memory
+HOST_ALIGNMENT = 64  # IREE imports host memory aligned to this many bytes (measured: 4 is refused)
+DLPACK_CPU = 1  # kDLCPU
 PARAMETER_SCOPE = "model"  # the scope externalized parameters are named in (iree-run-module --parameters=model=...)
 
 
@@ -110,9 +114,17 @@ class IreeRunner:
         if self.function is None:
             raise ValueError(f"the module has no function {function!r}")
 
+    @property
+    def shares_host_memory(self) -> bool:
+        return self.opened.uri in HOST_DRIVERS
+
     def put(self, t: torch.Tensor) -> rt.HalBufferView:
-        """Copy a tensor to the device."""
-        t = t.detach().contiguous().cpu()
+        """The tensor on the device: on a CPU driver the tensor's own memory (DLPack, no copy) when it is
+        contiguous and 64-byte aligned, else a copy."""
+        t = t.detach()
+        if self.shares_host_memory and t.device.type == "cpu" and t.is_contiguous() and t.data_ptr() % HOST_ALIGNMENT == 0:
+            return self.device.from_dlpack_capsule(torch.utils.dlpack.to_dlpack(t))
+        t = t.contiguous().cpu()
         element_type = DTYPE_TO_ELEMENT_TYPE[t.dtype]
         if t.dtype == torch.bfloat16:
             t = t.view(torch.int16)
@@ -134,7 +146,10 @@ class IreeRunner:
         return [ret_list.get_as_object(i, rt.HalBufferView) for i in range(len(ret_list))]
 
     def fetch(self, bv: rt.HalBufferView) -> torch.Tensor:
-        """Copy a device result to a torch tensor."""
+        """A device result as a torch tensor: on a CPU driver the result's own memory (DLPack, no copy),
+        else a copy."""
+        if self.shares_host_memory:
+            return torch.utils.dlpack.from_dlpack(self.device.create_dlpack_capsule(bv, DLPACK_CPU, 0))
         dtype = _ELEMENT_TYPE_TO_DTYPE[int(bv.element_type)]
         buffer = bv.get_buffer()
         if not buffer.memory_type() & int(rt.MemoryType.HOST_VISIBLE):
