@@ -1,17 +1,20 @@
 """`art(x)` (torch tensors in and out, through DLPack on CPU) against the same module on-device with its
 input placed once: what a call costs beyond the kernels. Run: .venv/bin/python docs/benchmarks/calls.py [ROUNDS]"""
 
-import torch, time, statistics, fxsoftmax, warnings, sys; warnings.filterwarnings("ignore")
+import statistics, sys, warnings
+
+import torch
+
+import fxsoftmax
 from fxsoftmax.bench.cases import machine
+from fxsoftmax.bench.measure import round_robin
+
+warnings.filterwarnings("ignore")
 x = torch.randn(4096, 16384)
 art = fxsoftmax.export(torch.nn.Softmax(-1), (x,), policy="split")
 r = art.runner(); placed = [r.put(x.clone())]
 calls = {"art(x)": lambda: art(x), "on-device (input placed once)": lambda: r.invoke(placed)}
-for c in calls.values(): c(); c()
-ts = {k: [] for k in calls}
-for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 11):
-    for k, c in calls.items():
-        t = time.perf_counter(); c(); ts[k].append((time.perf_counter() - t) * 1e3)
+ts = round_robin(calls, int(sys.argv[1]) if len(sys.argv) > 1 else 11)
 m = {k: statistics.median(v) for k, v in ts.items()}
 print(f"4096x16384 f32 split, all cores ({machine()['cpu']}, {machine()['cores']} cores), medians of {len(ts['art(x)'])} round-robin runs:")
 for k, v in m.items(): print(f"  {k}: {v:.1f} ms")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import transformers
@@ -22,6 +21,7 @@ import fxsoftmax
 from fxsoftmax import quirks
 from fxsoftmax.backends.export import Artifact, compile_cached
 from fxsoftmax.bench.cases import machine
+from fxsoftmax.bench.measure import round_robin
 
 
 def main() -> None:
@@ -61,15 +61,7 @@ def main() -> None:
         runner = art.runner()
         placed = [runner.put(t) for t in args]
         calls[name] = lambda r=runner, p=placed: r.invoke(p)
-    times = {n: [] for n in calls}
-    for _ in range(2):
-        for c in calls.values():
-            c()
-    for _ in range(a.repeat):
-        for n, c in calls.items():
-            t = time.perf_counter()
-            c()
-            times[n].append((time.perf_counter() - t) * 1e3)
+    times = round_robin(calls, a.repeat)
     for name, art in arts.items():
         report = fxsoftmax.inspect(art, stack=False)
         exes = {e.name: e for e in report.executables}

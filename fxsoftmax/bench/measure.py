@@ -38,6 +38,20 @@ def time_calls(fn: Callable[[], object], repeat: int) -> list[float]:
     return out
 
 
+def round_robin(methods: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each method: WARMUP calls of each, then `repeat` rounds of one call of each."""
+    for method in methods.values():
+        for _ in range(WARMUP):
+            method()
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(repeat):
+        for name, method in methods.items():
+            t = time.perf_counter()
+            method()
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return times
+
+
 def compile_presets(case: Case, x: torch.Tensor, presets: tuple[str, ...]) -> dict[str, Artifact]:
     """One IREE CPU module per preset for the case's shape (thread count is a run-time choice)."""
     model = torch.nn.Softmax(dim=case.dim)
@@ -71,15 +85,7 @@ def time_case(case: Case, x: torch.Tensor, arts: dict[str, Artifact], repeat: in
     methods["copy-floor"] = lambda: y.copy_(x)
     methods["exp-floor"] = lambda: torch.exp(x, out=y)
 
-    for method in methods.values():
-        for _ in range(WARMUP):
-            method()
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    for _ in range(repeat):
-        for name, method in methods.items():
-            t = time.perf_counter()
-            method()
-            times[name].append((time.perf_counter() - t) * 1e3)
+    times = round_robin(methods, repeat)
     if arts:  # give the buffers IREE's caching allocator kept for this case back before the next one
         next(iter(arts.values())).runner("local-sync" if case.threads == 1 else "local-task").device.allocator.trim()
     return [

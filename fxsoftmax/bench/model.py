@@ -15,7 +15,7 @@ from ..backends.export import export
 from ..policy import PRESETS
 from ..report import inspect
 from .cases import machine
-from .measure import WARMUP
+from .measure import round_robin
 
 POLICIES = tuple(p for p in PRESETS)  # fused, the plans, auto
 
@@ -57,15 +57,7 @@ def run_model_bench(name: str, out: str, *, seq: int = 128, repeat: int = 9, ind
             info["inductor"] = {"compile_s": time.perf_counter() - t}
             methods["inductor"] = lambda: compiled(*args, **kwargs)
         say(f"timing {len(methods)} methods round-robin, {repeat} rounds")
-        for method in methods.values():
-            for _ in range(WARMUP):
-                method()
-        times: dict[str, list[float]] = {m: [] for m in methods}
-        for _ in range(repeat):
-            for m, method in methods.items():
-                t = time.perf_counter()
-                method()
-                times[m].append((time.perf_counter() - t) * 1e3)
+        times = round_robin(methods, repeat)
     rows = [{"method": m, "median_ms": statistics.median(ts), "min_ms": min(ts), "max_ms": max(ts), "runs": len(ts), **info[m]}
             for m, ts in times.items()]
     os.makedirs(out, exist_ok=True)
