@@ -125,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-inductor", action="store_true", help="skip torch.compile/inductor (its C++ compile is slow)")
     mode.add_argument("--model", help="time a whole built-in model (see export --list-models) under every policy")
     b.add_argument("--seq", type=int, default=128, help="sequence length for --model (default 128)")
+    mode.add_argument("--shape", help="time one case of this shape, e.g. 4096x16384 (with --dim, --dtype, --threads)")
+    b.add_argument("--dim", type=int, default=-1, help="softmax dim for --shape (default -1)")
+    b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="dtype for --shape (default float32)")
+    b.add_argument("--threads", type=int, help="threads for --shape (default all cores)")
     b.add_argument("--calibration-out", help="where --calibrate writes (default: this machine's calibration file)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
@@ -362,9 +366,19 @@ def cmd_bench(a: argparse.Namespace) -> int:
         print(run_model_bench(a.model, a.out, seq=a.seq, repeat=a.repeat, inductor=not a.no_inductor, quiet=a.quiet))
         return 0
     from .bench import run_bench
+    from .bench.cases import Case
 
-    kind = "full" if a.full else "calibrate" if a.calibrate else "quick"
-    print(run_bench(kind, a.out, repeat=a.repeat, inductor=not a.no_inductor, calibration_out=a.calibration_out, quiet=a.quiet))
+    case = None
+    if a.shape:
+        try:
+            shape = tuple(int(d) for d in a.shape.lower().split("x"))
+        except ValueError:
+            raise CliError(f"--shape {a.shape!r} is not sizes joined by x", "e.g. --shape 4096x16384", 2) from None
+        if not -len(shape) <= a.dim < len(shape):
+            raise CliError(f"--dim {a.dim} is out of range for shape {a.shape}", code=2)
+        case = Case(shape, a.dim, a.dtype, a.threads or os.cpu_count() or 1)
+    kind = "case" if case else "full" if a.full else "calibrate" if a.calibrate else "quick"
+    print(run_bench(kind, a.out, repeat=a.repeat, inductor=not a.no_inductor, calibration_out=a.calibration_out, quiet=a.quiet, case=case))
     return 0
 
 

@@ -44,3 +44,15 @@ def test_model_bench_times_every_policy_and_peer(tmp_path):
         assert rows[p]["dispatches"] > 0 and rows[p]["compile_s"] > 0 and rows[p]["max_err"] <= 1e-4
     assert rows["split"]["plans"] == ["split"] and rows["fused"]["plans"] == ["fused"]
     assert (tmp_path / "model_time.png").stat().st_size > 0 and "| t / t_fused |" in text
+
+
+def test_one_case_from_the_command_line(tmp_path):
+    from fxsoftmax.cli import main
+
+    assert main(["bench", "--shape", "64x300", "--dim", "0", "--dtype", "bfloat16", "--threads", "1", "--repeat", "1",
+                 "--no-inductor", "--quiet", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {(tuple(r["shape"]), r["dim"], r["dtype"], r["threads"]) for r in rows} == {((64, 300), 0, "bfloat16", 1)}
+    assert set(PRESETS) <= {r["method"] for r in rows}
+    assert "### 64x300 dim 0 bfloat16 1t" in (tmp_path / "report.md").read_text()
+    assert main(["bench", "--shape", "64xabc", "--out", str(tmp_path)]) == 2

@@ -6,24 +6,27 @@ import json
 import os
 
 from ..costmodel import USER, calibration_path, load_calibration
-from .cases import cases, machine
+from .cases import Case, cases, machine
 from .results import auto_rows, calibration, markdown, plots, write_tables
 from .sweep import run_sweep
 
-KINDS = ("quick", "full", "calibrate")
+KINDS = ("quick", "full", "calibrate", "case")
 
 
 def run_bench(kind: str = "quick", out: str = "bench-out", *, repeat: int = 7, inductor: bool = True,
-              calibration_out: str | None = None, quiet: bool = False) -> str:
+              calibration_out: str | None = None, quiet: bool = False, case: Case | None = None) -> str:
     """Run a sweep, write results.csv/json, report.md and plots into `out`; return the Markdown report.
-    kind "calibrate" also writes the calibration `auto` uses (default: this machine's user file)."""
+    kind "calibrate" also writes the calibration `auto` uses (default: this machine's user file); kind
+    "case" times the one `case`."""
     if kind not in KINDS:
         raise ValueError(f"unknown benchmark kind {kind!r}; accepted: {', '.join(KINDS)}")
+    if (kind == "case") != (case is not None):
+        raise ValueError("kind 'case' and a case go together")
     if repeat < 1:
         raise ValueError("repeat must be at least 1")
     info = machine()
     # the calibration only needs the presets: inductor's C++ compile would add minutes for nothing
-    rows = run_sweep(cases(kind), repeat=repeat, inductor=inductor and kind != "calibrate", stack=kind != "quick", quiet=quiet)
+    rows = run_sweep([case] if case else cases(kind), repeat=repeat, inductor=inductor and kind != "calibrate", stack=kind != "quick", quiet=quiet)
     write_tables(rows, out)
     notes = []
     if kind == "calibrate":
@@ -40,7 +43,7 @@ def run_bench(kind: str = "quick", out: str = "bench-out", *, repeat: int = 7, i
         autos = None
         notes.append("no calibration file yet: run `fxsoftmax bench --calibrate`")
     files = plots(rows, out)
-    text = markdown(rows, info, autos, files, title=f"{kind} sweep") + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    text = markdown(rows, info, autos, files, title=case.label if case else f"{kind} sweep") + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
     return text
