@@ -4,8 +4,17 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+IREE_DEFAULT := 3.9.0
+# `make test-iree IREE=x.y.z`: the IREE-facing tests in a second environment holding that IREE.
+IREE ?= 3.13.0
+IREE_VENV := .venv-iree-$(IREE)
+IREE_TESTS := tests/test_compat.py tests/test_pass.py tests/test_iree_cpu.py \
+	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[llama]" \
+	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[qwen2-moe]" \
+	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[bert]" \
+	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[vit]"
 
-.PHONY: install run test clean
+.PHONY: install run test test-iree clean
 
 install: $(STAMP)
 
@@ -19,8 +28,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and exactly pinned: the CPU build (a looser spec pulls a multi-GB CUDA build).
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[hf,dev]'
+	$(BIN)/pip install --quiet -e '.[hf,dev]' iree-base-compiler==$(IREE_DEFAULT) iree-base-runtime==$(IREE_DEFAULT)
 	touch $(STAMP)
+
+$(IREE_VENV)/.installed: pyproject.toml
+	test -x $(IREE_VENV)/bin/python || $(PY) -m venv $(IREE_VENV)
+	$(IREE_VENV)/bin/pip install --quiet --upgrade pip
+	$(IREE_VENV)/bin/pip install --quiet torch==2.13.0
+	$(IREE_VENV)/bin/pip install --quiet -e '.[hf,dev]' iree-base-compiler==$(IREE) iree-base-runtime==$(IREE)
+	touch $@
 
 run: $(STAMP)
 	$(BIN)/fxsoftmax demo
@@ -28,5 +44,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
+test-iree: $(IREE_VENV)/.installed
+	$(IREE_VENV)/bin/python -m pytest -q -n 2 --dist worksteal -p no:cacheprovider $(IREE_TESTS)
+
 clean:
-	rm -rf $(VENV) build .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-iree-* build .pytest_cache .hypothesis

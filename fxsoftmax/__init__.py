@@ -7,8 +7,12 @@
     torch.compile(model, backend="fxsoftmax", options={"policy": "split", "device": "cpu"})
 """
 
-from . import ops as _ops  # registers torch.ops.fxsoftmax.group
-from .backends.dynamo import backend, compiled_graphs
+from . import compat as _compat
+
+_compat.apply()  # iree-turbine 3.9 on IREE compilers 3.10+ (a no-op on 3.9)
+
+from . import ops as _ops  # noqa: E402  (registers torch.ops.fxsoftmax.group)
+from .backends.dynamo import backend, compiled_graphs  # noqa: E402
 from .backends.export import Artifact, export
 from .backends.targets import Target
 from .passes import PassResult, SiteReport, decompose_softmax

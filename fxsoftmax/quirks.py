@@ -2,12 +2,21 @@
 decision it makes. The pass, the group lowering and the targets read these decisions; nothing else
 knows about IREE's quirks.
 
-IREE versions: all measured with IREE 3.9.0 (the pinned release).
+Each workaround names the IREE versions measured to need it and applies only where the installed IREE
+is one of them (versions between two measured ones are treated as needing it).
 """
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Iterable
+
+IREE = tuple(int(p) for p in version("iree-base-compiler").split(".")[:2])
+
+
+def needed(fixed_in: tuple[int, int] | None) -> bool:
+    """Whether the installed IREE needs a workaround first unnecessary in `fixed_in` (None: in no release tested)."""
+    return fixed_in is None or IREE < fixed_in
 
 # Masked max reductions. MLIR lowers a *masked* `arith.maximumf` vector reduction with the smallest
 # negative denormal as the neutral value, not -inf, so with IREE's default (masking) CPU vectorization
@@ -27,9 +36,12 @@ MAX_OP = "arith.maxnumf"
 PEEL_FLAG = "--iree-llvmcpu-vector-pproc-strategy=peel"
 
 
+PEEL_FIXED_IN = None  # needed on 3.9 and 3.13 (the LLVM fix is in neither)
+
+
 def cpu_module_flags(site_statuses: Iterable[str]) -> list[str]:
     """Flags a CPU module needs because of the sites it holds ("fused", "rewritten", ...)."""
-    return [PEEL_FLAG] if "fused" in set(site_statuses) else []
+    return [PEEL_FLAG] if needed(PEEL_FIXED_IN) and "fused" in set(site_statuses) else []
 
 
 def reciprocal(sum_group: int, scale_group: int) -> bool:
@@ -50,11 +62,14 @@ def may_pull_producers(later_groups_read_x: bool) -> bool:
 # A dispatch that writes both z = exp(x - m) and its sum l, when the softmax dim is dynamic, dies with
 # SIGBUS at run time (IREE 3.9 CPU; the module IREE 3.13 builds runs). Measured for `123|4` and `1|23|4`
 # with every combination of dynamic dims that includes the softmax dim; a dynamic batch dim alone, and
-# groups writing z or l alone, run right. Evidence: tests/test_iree_cpu.py::test_dynamic_softmax_dim_*.
+# groups writing z or l alone, run right. IREE 3.13 runs it. Evidence: tests/test_iree_cpu.py::test_dynamic_softmax_dim_*.
 # Decision: export refuses such a plan for such a site, naming it and what is accepted.
+STORE_Z_AND_SUM_FIXED_IN = (3, 13)
+
+
 def refuse_group(outputs: tuple[str, ...], dynamic_softmax_dim: bool) -> str | None:
     """Why IREE cannot run a group writing `outputs`, or None if it can."""
-    if dynamic_softmax_dim and {"z", "l"} <= set(outputs):
+    if needed(STORE_Z_AND_SUM_FIXED_IN) and dynamic_softmax_dim and {"z", "l"} <= set(outputs):
         return (
             "IREE 3.9 crashes (SIGBUS) at run time on a dispatch that stores both exp(x - m) and its sum "
             "when the softmax dim is dynamic; accepted for a dynamic softmax dim: plans whose groups store "
@@ -66,7 +81,8 @@ def refuse_group(outputs: tuple[str, ...], dynamic_softmax_dim: bool) -> str | N
 # float64: IREE demotes f64 to f32 by default (--iree-input-demote-f64-to-f32), the module's own inputs
 # and outputs included, so f64 tensors handed to it are read as f32 bytes (NaN or garbage, measured for
 # every policy incl. `fused`); without the demotion IREE 3.9's CPU backend has no f64 `exp`
-# ("iree-lld: error: undefined symbol: exp"). Evidence: tests/test_iree_cpu.py::test_float64_is_refused.
+# ("iree-lld: error: undefined symbol: exp"); IREE 3.13 fails too ("buffer view byte length 192 exceeds
+# backing buffer byte length 96"). Evidence: tests/test_iree_cpu.py::test_float64_is_refused.
 # Decision: export refuses a model whose inputs or outputs are float64, saying what is accepted.
 def refuse_dtypes(dtypes) -> str | None:
     """Why IREE cannot run a module with inputs/outputs of `dtypes`, or None if it can."""
@@ -74,8 +90,8 @@ def refuse_dtypes(dtypes) -> str | None:
 
     if torch.float64 in set(dtypes):
         return (
-            "IREE 3.9 cannot run float64 (it demotes f64 to f32, module inputs and outputs included, and has no "
-            "f64 exp on CPU); accepted: float32, float16 and bfloat16 inputs and outputs (e.g. model.float())"
+            "IREE cannot run float64 (it demotes f64 to f32, module inputs and outputs included, and has no "
+            "f64 exp on CPU in 3.9); accepted: float32, float16 and bfloat16 inputs and outputs (e.g. model.float())"
         )
     return None
 
@@ -92,10 +108,13 @@ def must_externalize(parameter_dtypes) -> bool:
 # A cumsum along a dynamic dim next to an int64 -> int32 truncation (its input truncated, or its int64
 # result truncated after it) dies with SIGBUS in IREE 3.9's CPU module. RoBERTa and XLM-RoBERTa
 # position ids do exactly this (`cumsum(ids.ne(pad).int(), 1).type_as(mask)`). Measured: the same cumsum
-# without a truncation, or over a static dim, runs right. Evidence: tests/test_iree_cpu.py::test_cumsum_*.
-# Decision: export refuses it, naming the case and what is accepted.
+# without a truncation, or over a static dim, runs right; IREE 3.13 runs it. Evidence:
+# tests/test_iree_cpu.py::test_cumsum_*. Decision: export refuses it, naming the case and what is accepted.
+CUMSUM_FIXED_IN = (3, 13)
+
+
 def refuse_cumsum(dynamic_dim: bool, next_to_int32_truncation: bool) -> str | None:
-    if dynamic_dim and next_to_int32_truncation:
+    if needed(CUMSUM_FIXED_IN) and dynamic_dim and next_to_int32_truncation:
         return ("IREE 3.9 crashes (SIGBUS) on a cumsum along a dynamic dim next to an int64 -> int32 conversion "
                 "(e.g. RoBERTa's position ids); accepted: a static size for that dim (export without dynamic_shapes "
                 "for it, or torch.compile(dynamic=False))")
