@@ -81,7 +81,7 @@ def run_demo(policy: str = DEFAULT_POLICY, repeat: int = 20) -> str:
         "",
         f"model output max|err| vs eager: {herr:.2e}   module: {report.total_dispatches} dispatches",
         f"export+compile {build_s:.1f} s   IREE run median {med(iree_ms):.2f} ms (min {min(iree_ms):.2f}, max "
-        f"{max(iree_ms):.2f}; {repeat} runs, incl. host copies)   eager median {med(eager_ms):.2f} ms "
+        f"{max(iree_ms):.2f}; {repeat} runs of art(x), tensors in and out)   eager median {med(eager_ms):.2f} ms "
         f"(min {min(eager_ms):.2f}, max {max(eager_ms):.2f})",
     ]
     return "\n".join(lines)

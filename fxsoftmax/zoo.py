@@ -137,10 +137,11 @@ def check_family(name: str, path: str, policy: str, attn: str = "eager", *, mask
     torch.export results across calls (the same seeded model each time)."""
     from . import backend
 
-    zm = zoo_model(name, attn, mask=mask)
-    row = {"family": name, "kind": zm.family.kind, "path": path, "policy": policy, "attn": attn, "mask": mask}
+    fam = BY_NAME[name]
+    row = {"family": name, "kind": fam.kind, "path": path, "policy": policy, "attn": attn, "mask": mask}
     t = time.perf_counter()
     try:
+        zm = zoo_model(name, attn, mask=mask)
         with torch.no_grad():
             want = zm.output(zm.model(*zm.args, **zm.kwargs))
             if path == "export":
@@ -153,8 +154,8 @@ def check_family(name: str, path: str, policy: str, attn: str = "eager", *, mask
                 sites = [s for g in be.graphs for s in g.sites]
         status = {"fused": ("fused",), "auto": ("fused", "rewritten")}.get(policy, ("rewritten",))
         row.update(sites=sum(s.status in status for s in sites), err=(got.float() - want.float()).abs().max().item())
-        row["ok"] = row["err"] <= 1e-4 and (attn != "eager" or row["sites"] == zm.family.softmaxes)
-        row["error"] = "" if row["ok"] else f"sites {row['sites']} (want {zm.family.softmaxes}), max err {row['err']:.1e}"
+        row["ok"] = row["err"] <= 1e-4 and (attn != "eager" or row["sites"] == fam.softmaxes)
+        row["error"] = "" if row["ok"] else f"sites {row['sites']} (want {fam.softmaxes}), max err {row['err']:.1e}"
     except Exception as e:  # recorded in the table, not the end of the sweep
         row.update(ok=False, error=" ".join(f"{type(e).__name__}: {e}".split())[:200], trace=traceback.format_exc()[-2000:])
     row["seconds"] = round(time.perf_counter() - t, 1)
