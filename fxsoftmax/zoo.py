@@ -157,7 +157,9 @@ def check_family(name: str, path: str, policy: str, attn: str = "eager", *, mask
         row["ok"] = row["err"] <= 1e-4 and (attn != "eager" or row["sites"] == fam.softmaxes)
         row["error"] = "" if row["ok"] else f"sites {row['sites']} (want {fam.softmaxes}), max err {row['err']:.1e}"
     except Exception as e:  # recorded in the table, not the end of the sweep
-        row.update(ok=False, error=" ".join(f"{type(e).__name__}: {e}".split())[:200], trace=traceback.format_exc()[-2000:])
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        first = next((l for l in lines if "error:" in l), lines[0] if lines else "")
+        row.update(ok=False, error=f"{type(e).__name__}: {first}"[:300], trace=traceback.format_exc()[-2000:])
     row["seconds"] = round(time.perf_counter() - t, 1)
     return row
 

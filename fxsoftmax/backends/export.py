@@ -245,7 +245,7 @@ _KNOWN_GAPS = (torch.ops.aten.__and__.Tensor, torch.ops.aten.__or__.Tensor)
 _NOT_LEGALIZED = re.compile(r"""(?:name = "|failed to legalize operation ')torch\.(aten\.\w+)""")
 
 
-_LOCATED_ERROR = re.compile(r"^(\S+\.py):(\d+):\d+: error:", re.MULTILINE)
+_LOCATED_ERROR = re.compile(r"^(\S+):(\d+):\d+: error:", re.MULTILINE)  # a source file, or dynamo's <eval_with_key>.N
 
 
 def importer_gaps(error: IreeCompileError, ep: torch.export.ExportedProgram) -> set:
