@@ -58,7 +58,7 @@ def _convert(b: _Body, v: str, src: str, dst: str, loc: str) -> str:
     return b.emit(f"{op} {v} : {src} to {dst}{loc}")
 
 
-def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]], name_salt: str = "") -> tuple[str, str]:
+def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]]) -> tuple[str, str]:
     """(function name, MLIR module text) of a `util.func` taking the group's inputs (sizes with -1 for
     dynamic, element type) and returning its outputs, computed in one `flow.dispatch.region`."""
     r, d = spec.rank, spec.dim
@@ -243,7 +243,7 @@ def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]],
         results[results.index(v)] = b.emit(f"tensor.expand_shape {v} {reassoc} output_shape [{kshape}] : {t} into {keep_t}")
         ret_types.append(keep_t)
 
-    key = hashlib.sha1(f"{spec.to_json()}|{arg_types}|{name_salt}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{spec.to_json()}|{arg_types}".encode()).hexdigest()[:16]
     fn = f"fxsoftmax_{_ident(spec.site)}_g{spec.group}_{key}"
     text = "\n".join(
         [
