@@ -86,23 +86,28 @@ def run_case(case: Case) -> dict:
     return {**result, "status": "ok" if ok else "wrong", "detail": f"max abs err {worst:.1e}"}
 
 
+BATCH = 40  # cases per child process
+
+
 def run_in_children(todo: list[Case], timeout: float = 600) -> list[dict]:
-    """Run cases in child processes; a child that dies records its case as crashed and the rest go on."""
+    """Run cases in child processes, BATCH at a time (`timeout` seconds each); a child that dies records its
+    case as crashed (or error) and the rest go on."""
     results: list[dict] = []
     pending = list(todo)
     while pending:
+        batch = pending[:BATCH]
         proc = subprocess.run(
-            [sys.executable, "-m", "fxsoftmax.matrix", "--child"], input=json.dumps([asdict(c) for c in pending]),
+            [sys.executable, "-m", "fxsoftmax.matrix", "--child"], input=json.dumps([asdict(c) for c in batch]),
             capture_output=True, text=True, timeout=timeout,
         )
         done = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
         results += done
         pending = pending[len(done):]
-        if pending and proc.returncode != 0:  # the next case ended the child: a signal, or an exception
+        if len(done) < len(batch) and proc.returncode != 0:  # the next case ended the child: a signal, or an exception
             status = "crashed" if proc.returncode < 0 else "error"
             results.append({**asdict(pending[0]), "status": status, "detail": f"exit {proc.returncode}: {' '.join(proc.stderr.split())[-200:]}"})
             pending = pending[1:]
-        elif pending:
+        elif len(done) < len(batch):
             raise RuntimeError(f"matrix child stopped early without an error: {proc.stderr[-500:]}")
     return results
 
