@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 
 import pytest
 import torch
-import torch.fx as fx
 import torch.nn.functional as F
 
 import fxsoftmax
