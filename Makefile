@@ -12,7 +12,8 @@ IREE_TESTS := tests/test_compat.py tests/test_pass.py tests/test_iree_cpu.py \
 	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[llama]" \
 	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[qwen2-moe]" \
 	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[bert]" \
-	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[vit]"
+	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[vit]" \
+	tests/test_decode.py::test_the_module_keeps_its_cache_between_calls
 
 .PHONY: install run test test-iree clean
 

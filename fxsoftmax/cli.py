@@ -135,7 +135,8 @@ def _parser() -> argparse.ArgumentParser:
 
     z = sub.add_parser("zoo", help="Hugging Face families (tiny configs) x inputs x path x policy: writes a table")
     z.add_argument("--policy", action="append", help="a policy to run (repeatable; default every preset and auto)")
-    z.add_argument("--path", action="append", choices=["export", "torch.compile"], help="entry point (repeatable; default both)")
+    z.add_argument("--path", action="append", choices=["export", "torch.compile", "decode"],
+                   help="entry point (repeatable; default all three; decode: decoders' static-cache decode step)")
     z.add_argument("--attention", action="append", choices=["eager", "sdpa"], help="Hugging Face attn_implementation (repeatable; default eager)")
     z.add_argument("--family", action="append", help="a family (repeatable; default all; see fxsoftmax.zoo.FAMILIES)")
     z.add_argument("--out", default="docs", help="folder for the table (default docs)")

@@ -39,9 +39,19 @@ PEEL_FLAG = "--iree-llvmcpu-vector-pproc-strategy=peel"
 PEEL_FIXED_IN = None  # needed on 3.9 and 3.13 (the LLVM fix is in neither)
 
 
+# IREE 3.11 made `--iree-opt-level` default to O0, which among other things stops reassociating float
+# reductions. On CPU every preset got slower: 4096x16384 f32, 1 thread, IREE 3.13 against 3.9: `fused`
+# 2.03x the time, `split` 1.31x. With O2 each preset is within 1.03x of 3.9 there; O3 is no faster.
+# Evidence: docs/benchmarks/versions.md (docs/benchmarks/versions.py runs both IREEs side by side).
+# Decision: CPU modules are compiled with O2 where the default is O0.
+OPT_LEVEL_O0_DEFAULT_SINCE = (3, 11)
+OPT_LEVEL_FLAG = "--iree-opt-level=O2"
+
+
 def cpu_module_flags(site_statuses: Iterable[str]) -> list[str]:
-    """Flags a CPU module needs because of the sites it holds ("fused", "rewritten", ...)."""
-    return [PEEL_FLAG] if needed(PEEL_FIXED_IN) and "fused" in set(site_statuses) else []
+    """Flags a CPU module needs on this IREE because of the sites it holds ("fused", "rewritten", ...)."""
+    opt = [OPT_LEVEL_FLAG] if IREE >= OPT_LEVEL_O0_DEFAULT_SINCE else []
+    return opt + ([PEEL_FLAG] if needed(PEEL_FIXED_IN) and "fused" in set(site_statuses) else [])
 
 
 def reciprocal(sum_group: int, scale_group: int) -> bool:
@@ -103,6 +113,19 @@ def must_externalize(parameter_dtypes) -> bool:
     import torch
 
     return torch.bfloat16 in set(parameter_dtypes)
+
+
+# iree-turbine makes a buffer the model updates in place (a KV cache's write position, e.g. transformers'
+# StaticCache `cumulative_length`) a mutable global; with IREE 3.9's MLIR bindings, inlining its value kills
+# Python with a segmentation fault when the buffer is 0-d (DenseResourceElementsAttr.get_from_buffer on a
+# 0-d array, turbine's ir_utils.py create_tensor_global). Read-only 0-d buffers are inlined another way
+# and are fine; IREE 3.13's bindings inline it. Evidence: tests/test_decode.py (every decode step holds one).
+# Decision: such a buffer is kept outside the MLIR (a named parameter, scope "model").
+ZERO_D_STATE_FIXED_IN = (3, 13)
+
+
+def must_externalize_buffer(shape: tuple, updated_in_place: bool) -> bool:
+    return needed(ZERO_D_STATE_FIXED_IN) and updated_in_place and len(shape) == 0
 
 
 # A cumsum along a dynamic dim next to an int64 -> int32 truncation (its input truncated, or its int64

@@ -115,7 +115,38 @@ def zoo_model(name: str, attn: str = "eager", *, mask: bool = False, seq: int = 
     return ZooModel(fam, model, args, kwargs)
 
 
-PATHS = ("export", "torch.compile")
+PATHS = ("export", "torch.compile", "decode")
+DECODE_CACHE = 16  # static KV cache length of the decode path
+DECODE_STEPS = 4  # cache positions the decode path runs
+
+
+def decode_step(zm: ZooModel, max_cache_len: int = DECODE_CACHE) -> torch.nn.Module:
+    """transformers' exportable static-cache decode step (the ExecuTorch path): one token and its cache
+    position in, logits out, the KV cache held in buffers the step updates."""
+    from transformers.integrations.executorch import TorchExportableModuleWithStaticCache
+
+    model = copy.deepcopy(zm.model)
+    model.config.use_cache = True
+    model.generation_config.use_cache = True
+    model.generation_config.cache_implementation = "static"
+    return TorchExportableModuleWithStaticCache(model, batch_size=1, max_cache_len=max_cache_len)
+
+
+def _decode(zm: ZooModel, policy: str) -> tuple[float, list]:
+    """Export the decode step, run it on IREE for DECODE_STEPS positions beside eager; the largest
+    difference in logits, and the sites."""
+    import fxsoftmax
+
+    steps = [{"input_ids": torch.tensor([[t]]), "cache_position": torch.tensor([pos])}
+             for pos, t in enumerate(zm.args[0][0, :DECODE_STEPS].tolist())]
+    eager = decode_step(zm)
+    try:
+        want = [eager(**step) for step in steps]
+    except Exception as e:
+        raise RuntimeError(f"transformers' static-cache decode step fails in eager: {e}") from e
+    art = fxsoftmax.export(decode_step(zm), (), steps[0], policy=policy)
+    err = max((art(**step).float() - w.float()).abs().max().item() for step, w in zip(steps, want))
+    return err, art.sites
 
 
 def _export(zm: ZooModel, key: tuple, policy: str, programs: dict):
@@ -147,6 +178,11 @@ def check_family(name: str, path: str, policy: str, attn: str = "eager", *, mask
             if path == "export":
                 art = _export(zm, (name, attn, mask), policy, {} if programs is None else programs)
                 got, sites = zm.output(art(*zm.args, **zm.kwargs)), art.sites
+            elif path == "decode":
+                if fam.kind not in ("decoder", "moe"):
+                    raise ValueError(f"the decode path is for decoders; {name} is {fam.kind}")
+                err, sites = _decode(zm, policy)
+                got, want = torch.tensor(err), torch.tensor(0.0)
             else:
                 be = backend(policy=policy)
                 torch._dynamo.reset()
@@ -172,7 +208,7 @@ def run_zoo(out: str, policies: tuple[str, ...], paths: tuple[str, ...] = PATHS,
     for name in families or tuple(BY_NAME):
         text = BY_NAME[name].kind not in ("vision", "audio")
         for mask in (False, True) if text else (False,):
-            for path in paths:
+            for path in [p for p in paths if p != "decode" or (BY_NAME[name].kind in ("decoder", "moe") and not mask)]:
                 for attn in attns:
                     for policy in policies:
                         row = check_family(name, path, policy, attn, mask=mask, programs=programs)
@@ -195,6 +231,8 @@ def _table(rows: list[dict], policies: tuple[str, ...]) -> str:
     cells: dict[tuple, dict] = {}
     for r in rows:
         inputs = "ids + padding mask" if r["mask"] else {"vision": "pixels", "audio": "waveform"}.get(r["kind"], "ids")
+        if r["path"] == "decode":
+            inputs = f"one id + cache position ({DECODE_STEPS} steps, cache {DECODE_CACHE})"
         cells.setdefault((r["family"], r["kind"], inputs, r["path"], r["attn"]), {})[r["policy"]] = r
     failures = []
     for (fam, kind, inputs, path, attn), by in cells.items():

@@ -230,6 +230,8 @@ def export_program(
         raise TypeError(f"export expects a torch.nn.Module, got {type(model).__name__}")
     with torch.no_grad():
         ep = torch.export.export(model, tuple(args), dict(kwargs or {}), dynamic_shapes=dynamic_shapes)
+        if _buffers_seen_as_constants(ep):
+            ep = torch.export.export(model, tuple(args), dict(kwargs or {}), dynamic_shapes=dynamic_shapes, strict=True)
     table = decompositions.current_aot_decompositions()
     defaults = torch.export.default_decompositions()
     table.update({op: defaults[op] for op in (*_KNOWN_GAPS, *decompose)})
@@ -237,6 +239,19 @@ def export_program(
     ep = ep.run_decompositions(table)
     fold_sdpa_scale(ep.graph_module)
     return ep
+
+
+def _buffers_seen_as_constants(ep: torch.export.ExportedProgram) -> bool:
+    """Whether the program reads a registered buffer through another object (as transformers' static KV
+    cache does): non-strict export then lifts it as a constant and its in-place updates are lost, while
+    strict export (dynamo, as ExecuTorch uses) keeps it a buffer."""
+    from torch.export.graph_signature import InputKind
+
+    def storages(kind: InputKind) -> set:
+        tensors = [{**ep.state_dict, **ep.constants}[i.target] for i in ep.graph_signature.input_specs if i.kind == kind]
+        return {t.untyped_storage().data_ptr() for t in tensors if isinstance(t, torch.Tensor) and t.numel()}
+
+    return bool(storages(InputKind.BUFFER) & storages(InputKind.CONSTANT_TENSOR))
 
 
 # Ops IREE 3.9's importer cannot lower, found by the rule in importer_gaps(), decomposed up front so that
@@ -304,10 +319,13 @@ def compile_cached(mlir: str, flags: Sequence[str], *, what: str, phases: Sequen
 
 def external_parameters(ep: torch.export.ExportedProgram, above: int = EXTERNAL_PARAMS_ABOVE) -> dict[str, torch.Tensor]:
     """The program's parameters and buffers by name if together they are over `above` bytes (or if
-    iree-turbine cannot inline one of them), else {}."""
+    iree-turbine cannot inline their dtype), else those iree-turbine cannot inline."""
     tensors = {k: v for k, v in {**ep.state_dict, **ep.constants}.items() if isinstance(v, torch.Tensor)}
     total = sum(t.numel() * t.element_size() for t in tensors.values())
-    return tensors if total > above or quirks.must_externalize({t.dtype for t in tensors.values()}) else {}
+    if total > above or quirks.must_externalize({t.dtype for t in tensors.values()}):
+        return tensors
+    updated = set(ep.graph_signature.buffers_to_mutate.values())
+    return {k: t for k, t in tensors.items() if quirks.must_externalize_buffer(tuple(t.shape), k in updated)}
 
 
 def program_to_mlir(ep: torch.export.ExportedProgram, parameters: Mapping[str, torch.Tensor] | None = None) -> str:
