@@ -56,3 +56,43 @@ def test_one_case_from_the_command_line(tmp_path):
     assert set(PRESETS) <= {r["method"] for r in rows}
     assert "### 64x300 dim 0 bfloat16 1t" in (tmp_path / "report.md").read_text()
     assert main(["bench", "--shape", "64xabc", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_dispatch_timed_alone_on_iree(threads):
+    import torch
+
+    import fxsoftmax
+    from fxsoftmax.bench.dispatches import time_dispatches
+
+    x = torch.randn(512, 4096)
+    art = fxsoftmax.export(torch.nn.Softmax(-1), (x,), policy="split")
+    copy_bw = 2 * x.numel() * 4 / 1.0  # a copy of x in 1 ms: floor_ms is then bytes moved / that
+    timed = time_dispatches(art, threads, copy_bw, repetitions=2, batch=2)
+    assert [d.steps for d in timed] == ["12", "34"]  # split stores z = exp(x - m): group 1 writes it, group 2 reads it
+    assert all(d.bytes_moved == 2 * x.numel() * 4 for d in timed)  # x or z in, z or y out
+    assert all(d.ms > 0 and d.floor_ms == pytest.approx(d.bytes_moved / copy_bw) for d in timed)
+
+
+def test_the_dispatch_benchmark_reads_a_filled_buffer():
+    from fxsoftmax.bench.dispatches import _filled
+
+    dumped = '''  util.initializer {
+    %buffer = hal.allocator.allocate<%allocator : !hal.allocator> affinity(%queue_affinity) type(%memory_type) usage(%buffer_usage) : !hal.buffer{%c4096}
+    util.global.store %buffer, @b : !hal.buffer
+'''
+    filled = _filled(dumped)
+    assert "hal.command_buffer.fill_buffer<%fxs_cmd : !hal.command_buffer> target(%buffer : !hal.buffer)[%fxs_c0, %c4096]" in filled
+    assert filled.index("fill_buffer") < filled.index("util.global.store")
+    with pytest.raises(RuntimeError, match="format changed"):
+        _filled("util.initializer {}")
+
+
+def test_large_cases_report_where_the_time_goes(tmp_path, monkeypatch):
+    from fxsoftmax.bench import dispatches
+    from fxsoftmax.cli import main
+
+    monkeypatch.setattr(dispatches, "LARGE_BYTES", 1 << 20)  # 256x1024 f32 counts as large here
+    assert main(["bench", "--shape", "256x1024", "--threads", "1", "--repeat", "1", "--no-inductor", "--quiet", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## Where the time goes" in text and "| 256x1024 float32 1t |" in text

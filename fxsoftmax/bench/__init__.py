@@ -6,7 +6,8 @@ import json
 import os
 
 from ..costmodel import USER, calibration_path, load_calibration
-from .cases import Case, cases, machine
+from .cases import PRESETS, Case, cases, machine
+from .dispatches import where_time_goes
 from .results import auto_rows, calibration, markdown, plots, write_tables
 from .sweep import run_sweep
 
@@ -43,7 +44,8 @@ def run_bench(kind: str = "quick", out: str = "bench-out", *, repeat: int = 7, i
         autos = None
         notes.append("no calibration file yet: run `fxsoftmax bench --calibrate`")
     files = plots(rows, out)
-    text = markdown(rows, info, autos, files, title=case.label if case else f"{kind} sweep") + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    text = markdown(rows, info, autos, files, title=case.label if case else f"{kind} sweep")
+    text += "\n" + "\n".join([*(where_time_goes(rows, PRESETS) if kind != "calibrate" else []), *(f"- {n}" for n in notes)]) + "\n"
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
     return text
