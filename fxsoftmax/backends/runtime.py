@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -74,8 +76,24 @@ _DEVICES: dict[str, rt.HalDevice] = {}
 
 def _create(uri: str) -> rt.HalDevice:
     if uri not in _DEVICES:
+        if uri.startswith("local-task") and not any(u.startswith("local-task") for u in _DEVICES):
+            rt.flags.parse_flags(f"--task_topology_group_count={physical_cores()}")  # read when the driver is made
         _DEVICES[uri] = rt.get_driver(uri).create_device_by_uri(uri, allocators=ALLOCATORS)
     return _DEVICES[uri]
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (SMT siblings count once): the local-task device's workers.
+    IREE's own topology detection gives a single worker on some VMs (measured: a 2-core Xeon VM, IREE 3.9:
+    4096x16384 f32 `fused` 79.5 ms with its default, 41.5 ms with one worker per core)."""
+    cores = set()
+    for cpu in os.sched_getaffinity(0):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_cpus_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
 
 
 HOST_DRIVERS = ("local-task", "local-sync")  # drivers whose buffers are host memory
