@@ -352,3 +352,21 @@ def test_cpu_calls_share_memory_with_torch_instead_of_copying():
     assert (art(odd) - torch.softmax(odd, -1)).abs().max().item() <= 1e-5
     t = torch.randn(64, 8).t()  # not contiguous
     assert (art(t) - torch.softmax(t, -1)).abs().max().item() <= 1e-5
+
+
+def test_local_task_has_a_worker_per_physical_core():
+    """IREE's own topology detection gave a single worker on a 2-core VM; fxsoftmax asks for one per core."""
+    import subprocess
+    import sys
+
+    from fxsoftmax.backends.runtime import physical_cores
+
+    probe = (
+        "import os\n"
+        "from fxsoftmax.backends.runtime import open_device\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "open_device('local-task')\n"
+        "print(len(os.listdir('/proc/self/task')) - before)\n"
+    )
+    new_threads = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()[-1])
+    assert new_threads == physical_cores() + 1  # the workers and IREE's poller thread
