@@ -41,7 +41,7 @@ PEEL_FIXED_IN = None  # needed on 3.9 and 3.13 (the LLVM fix is in neither)
 
 # IREE 3.11 made `--iree-opt-level` default to O0, which among other things stops reassociating float
 # reductions. On CPU every preset got slower: 4096x16384 f32, 1 thread, IREE 3.13 against 3.9: `fused`
-# 2.03x the time, `split` 1.31x. With O2 each preset is within 1.03x of 3.9 there; O3 is no faster.
+# 1.93x the time, `split` 1.21x. With O2 each preset takes 0.95x to 1.02x of 3.9's time there; O3 is no faster.
 # Evidence: docs/benchmarks/versions.md (docs/benchmarks/versions.py runs both IREEs side by side).
 # Decision: CPU modules are compiled with O2 where the default is O0.
 OPT_LEVEL_O0_DEFAULT_SINCE = (3, 11)
