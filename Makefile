@@ -8,7 +8,7 @@ IREE_DEFAULT := 3.9.0
 # `make test-iree IREE=x.y.z`: the IREE-facing tests in a second environment holding that IREE.
 IREE ?= 3.13.0
 IREE_VENV := .venv-iree-$(IREE)
-IREE_TESTS := tests/test_compat.py tests/test_pass.py tests/test_iree_cpu.py \
+IREE_TESTS := tests/test_compat.py tests/test_pass.py tests/test_iree_cpu.py tests/test_real_width.py \
 	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[llama]" \
 	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[qwen2-moe]" \
 	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[bert]" \
