@@ -15,10 +15,11 @@ def apply() -> list[str]:
     """Add `isinstance` to the MLIR binding types that lack it; the names patched (none on IREE 3.9)."""
     from iree.compiler import ir
 
+    bases = (ir.Type, ir.Attribute, ir.Value)
     patched = []
     for name in dir(ir):
         cls = getattr(ir, name)
-        if not (isinstance(cls, type) and issubclass(cls, _BASES(ir)) and cls not in _BASES(ir)):
+        if not (isinstance(cls, type) and issubclass(cls, bases) and cls not in bases):
             continue
         if hasattr(cls, "isinstance"):
             continue
@@ -26,10 +27,6 @@ def apply() -> list[str]:
         patched.append(name)
     PATCHED.extend(patched)
     return patched
-
-
-def _BASES(ir) -> tuple[type, ...]:
-    return (ir.Type, ir.Attribute, ir.Value)
 
 
 def _checker(cls: type):

@@ -174,22 +174,23 @@ def check_family(name: str, path: str, policy: str, attn: str = "eager", *, mask
     try:
         zm = zoo_model(name, attn, mask=mask)
         with torch.no_grad():
-            want = zm.output(zm.model(*zm.args, **zm.kwargs))
-            if path == "export":
-                art = _export(zm, (name, attn, mask), policy, {} if programs is None else programs)
-                got, sites = zm.output(art(*zm.args, **zm.kwargs)), art.sites
-            elif path == "decode":
+            if path == "decode":
                 if fam.kind not in ("decoder", "moe"):
                     raise ValueError(f"the decode path is for decoders; {name} is {fam.kind}")
                 err, sites = _decode(zm, policy)
-                got, want = torch.tensor(err), torch.tensor(0.0)
             else:
-                be = backend(policy=policy)
-                torch._dynamo.reset()
-                got = zm.output(torch.compile(zm.model, backend=be)(*zm.args, **zm.kwargs))
-                sites = [s for g in be.graphs for s in g.sites]
+                want = zm.output(zm.model(*zm.args, **zm.kwargs))
+                if path == "export":
+                    art = _export(zm, (name, attn, mask), policy, {} if programs is None else programs)
+                    got, sites = zm.output(art(*zm.args, **zm.kwargs)), art.sites
+                else:
+                    be = backend(policy=policy)
+                    torch._dynamo.reset()
+                    got = zm.output(torch.compile(zm.model, backend=be)(*zm.args, **zm.kwargs))
+                    sites = [s for g in be.graphs for s in g.sites]
+                err = (got.float() - want.float()).abs().max().item()
         status = {"fused": ("fused",), "auto": ("fused", "rewritten")}.get(policy, ("rewritten",))
-        row.update(sites=sum(s.status in status for s in sites), err=(got.float() - want.float()).abs().max().item())
+        row.update(sites=sum(s.status in status for s in sites), err=err)
         row["ok"] = row["err"] <= 1e-4 and (attn != "eager" or row["sites"] == fam.softmaxes)
         row["error"] = "" if row["ok"] else f"sites {row['sites']} (want {fam.softmaxes}), max err {row['err']:.1e}"
     except Exception as e:  # recorded in the table, not the end of the sweep

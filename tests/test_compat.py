@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
-
 from iree.compiler import ir
 
 from fxsoftmax import compat
+from fxsoftmax.quirks import IREE
 
 
 def test_shim_patches_only_bindings_that_lack_isinstance():
     patched = compat.apply()  # fxsoftmax's import applied it already: a second call finds nothing to do
     assert patched == []
-    major, minor = (int(p) for p in version("iree-base-compiler").split(".")[:2])
     # bindings of IREE 3.9 have Type.isinstance (nothing patched); those of 3.10+ do not
-    assert bool(compat.PATCHED) == ((major, minor) >= (3, 10))
-    assert ("RankedTensorType" in compat.PATCHED and "OpResult" in compat.PATCHED) == ((major, minor) >= (3, 10))
+    assert bool(compat.PATCHED) == (IREE >= (3, 10))
+    assert ("RankedTensorType" in compat.PATCHED and "OpResult" in compat.PATCHED) == (IREE >= (3, 10))
 
 
 def test_isinstance_answers_like_the_old_bindings():

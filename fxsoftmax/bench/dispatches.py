@@ -4,7 +4,6 @@ moves and the time a plain copy of that many bytes takes on this machine (the co
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import subprocess
@@ -38,7 +37,7 @@ def time_dispatches(art: Artifact, threads: int, copy_bytes_per_ms: float, *, re
         raise ValueError(f"dispatch timing runs on the CPU; this module is for {art.target}")
     from iree.runtime.benchmark import benchmark_exe
 
-    site_dispatches = [d for s in inspect(art).sites for d in s.dispatches]
+    site_dispatches = [d for s in inspect(art, stack=False).sites for d in s.dispatches]
     device = ["--device=local-sync"] if threads == 1 else ["--device=local-task", f"--task_topology_group_count={threads}"]
     medians: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,23 +102,21 @@ def where_time_goes(rows: Sequence[dict], presets: Sequence[str]) -> list[str]:
     bytes each moves, and the copy floor for those bytes (from the case's own `copy-floor` row)."""
     import torch
 
-    from ..backends.export import export
+    from .cases import Case
+    from .measure import compile_presets
+    from .results import _by_method, _cases
 
-    by_case: dict[tuple, dict[str, dict]] = {}
-    for r in rows:
-        by_case.setdefault((tuple(r["shape"]), r["dim"], r["dtype"], r["threads"]), {})[r["method"]] = r
     lines = []
-    for (shape, dim, dtype, threads), m in by_case.items():
-        elt = torch.empty((), dtype=getattr(torch, dtype)).element_size()
-        n = math.prod(shape)
-        if n * elt < LARGE_BYTES or "copy-floor" not in m:
+    for label, case_rows in _cases(rows):
+        m, r0 = _by_method(case_rows), case_rows[0]
+        case = Case(tuple(r0["shape"]), r0["dim"], r0["dtype"], r0["threads"])
+        x = torch.zeros(case.shape, dtype=getattr(torch, case.dtype))
+        size = x.numel() * x.element_size()
+        if size < LARGE_BYTES or "copy-floor" not in m:
             continue
         best = min((p for p in presets if p in m), key=lambda p: m[p]["median_ms"])
-        x = torch.zeros(shape, dtype=getattr(torch, dtype))
-        art = export(torch.nn.Softmax(dim=dim), (x,), policy=best)
-        copy_bw = 2 * n * elt / m["copy-floor"]["median_ms"]
-        timed = time_dispatches(art, threads, copy_bw)
-        size = "x".join(map(str, shape)) + ("" if dim in (-1, len(shape) - 1) else f" dim {dim}")
+        art = compile_presets(case, x, (best,))[best]
+        timed = time_dispatches(art, case.threads, 2 * size / m["copy-floor"]["median_ms"])
         if not lines:
             lines = ["## Where the time goes: the best preset's dispatches, each timed alone", "",
                      "Each dispatch of the fastest preset, run alone by `iree-benchmark-module` on the benchmark "
@@ -128,7 +125,7 @@ def where_time_goes(rows: Sequence[dict], presets: Sequence[str]) -> list[str]:
                      "| case | best | module ms | dispatch | steps | MiB moved | alone ms | copy floor ms | alone / floor |",
                      "|---|---|---:|---|---|---:|---:|---:|---:|"]
         for i, d in enumerate(timed):
-            head = f"| {size} {dtype} {threads}t | {best} | {m[best]['median_ms']:.2f} |" if i == 0 else "| | | |"
+            head = f"| {label} | {best} | {m[best]['median_ms']:.2f} |" if i == 0 else "| | | |"
             moved = "?" if d.bytes_moved is None else f"{d.bytes_moved / 2**20:,.0f}"
             floor = "?" if d.floor_ms is None else f"{d.floor_ms:.2f} | {d.over_floor:.2f}"
             lines.append(f"{head} {d.dispatch} | {d.steps} | {moved} | {d.ms:.2f} | {floor} |")
