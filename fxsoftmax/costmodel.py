@@ -1,10 +1,13 @@
 """The `auto` policy: pick each site's plan from device kind, shape, dtype and thread count.
 
-CPU: a calibration made by `fxsoftmax bench --calibrate` holds, per measured case (rows x row length,
-last or other dim, dtype, threads), the median time of every preset. A site takes the best preset of the
-nearest calibrated case (log-distance over rows and row length, same thread count if calibrated, else
-the nearest). The calibration shipped with the package was made on the machine this was developed on;
-`--calibrate` writes one for this machine, which `auto` then prefers.
+CPU: a cost model predicts each candidate plan's time from what its dispatches move and compute (bytes
+read and written per dispatch, whether a row's working set stays in cache, exps per element, passes,
+dispatches, rows per thread) and this machine's constants (`fxsoftmax.machine`: measured with IREE in a
+few seconds on first use, cached per machine). The plan with the least predicted time wins.
+
+Where `fxsoftmax bench --calibrate` measured every preset on this machine, `auto` takes the best preset
+of the nearest calibrated case instead (log-distance over rows and row length). The calibration shipped
+with the package (another machine) is the fallback when the constants cannot be measured.
 
 GPU: nobody has calibrated on a GPU yet, so a rule from the founding discussion (IREE #17469): a GPU
 recomputes exp rather than store it, and one kernel beats several ("the cost of the additional kernel
@@ -21,22 +24,88 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .policy import Plan, parse_policy
+from . import machine, quirks
+from .policy import Plan, in_output_applies, parse_policy
 
 PACKAGED = os.path.join(os.path.dirname(__file__), "data", "calibration_cpu.json")
 USER = os.environ.get("FXSOFTMAX_CALIBRATION") or os.path.join(
     os.path.expanduser("~"), ".cache", "fxsoftmax", "calibration_cpu.json"
 )
 # Plans `auto` may pick on CPU: each compiles under a 4 KiB stack for the largest shapes measured
-# (tests/test_iree_cpu.py), so `auto` never exceeds IREE's stack limit. `fused` joins only where the
-# calibration measured its stack within the limit.
+# (tests/test_iree_cpu.py), so `auto` never exceeds IREE's stack limit. `fused` (IREE's own softmax,
+# at most 96 B of stack in every case of the committed sweep) joins for innermost dims
+# (quirks.fused_is_a_cpu_candidate) and, from a calibration, where it measured fused's stack within the limit.
 CPU_CANDIDATES = ("remat", "split", "split-sum", "per-step", "online")
 STACK_LIMIT = 32768
+ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def calibration_path() -> str:
-    """The calibration `auto` uses: this machine's if `bench --calibrate` wrote one, else the packaged one."""
+    """This machine's calibration if `bench --calibrate` wrote one, else the packaged one."""
     return USER if os.path.isfile(USER) else PACKAGED
+
+
+@dataclass(frozen=True)
+class DispatchWork:
+    """What one dispatch of a plan does per element of x."""
+
+    reductions: int  # reductions along the softmax dim (an online max+sum counts once)
+    passes: int  # sweeps over each row: one per reduction, plus one that writes a full-size result
+    reads: int  # full-size tensors read from memory (x, a stored z)
+    writes: int  # full-size tensors written (a stored z, y)
+    exps: int  # exps per element
+    scalar: bool = False  # IREE 3.9 does not vectorize the online max+sum (README, `online`)
+
+
+def dispatch_work(plan: Plan) -> list[DispatchWork]:
+    """The plan's dispatches, as the cost model sees them. `fused` is IREE's softmax: max, sum of exp,
+    then exp / sum, one dispatch; `inplace` the same with exp kept in the output."""
+    if plan.is_fused:
+        return [DispatchWork(reductions=2, passes=3, reads=1, writes=1, exps=2)]
+    if plan.in_output:  # max, exp into y while summing, scale y in place
+        return [DispatchWork(reductions=2, passes=3, reads=1, writes=1, exps=1)]
+    stored = set(plan.stored())
+    work = []
+    for group in plan.groups:
+        steps = {s.n for s in group}
+        online = any(s.online for s in group)
+        reductions = 1 if online else sum(n in (1, 3) for n in steps)
+        ends_with_a_reduction = group[-1].n in (1, 3)
+        reads = int(any(s.n in (1, 2) or s.online for s in group)) + int(2 in stored and 2 not in steps)
+        writes = int(any(s.n == 2 and not s.recompute for s in group) and 2 in stored) + int(4 in steps)
+        work.append(DispatchWork(reductions, reductions + (0 if ends_with_a_reduction else 1), reads, writes,
+                                 2 if online else int(2 in steps), online))
+    return work
+
+
+def predict_ms(plan: Plan, rows: int, row: int, innermost: bool, dtype: str, threads: int, constants: machine.Constants) -> float:
+    """Predicted milliseconds of one call of `plan` on a [rows, row] softmax."""
+    return sum(predict_dispatches_ms(plan, rows, row, innermost, dtype, threads, constants)) + constants.at(threads).call_us * 1e-3
+
+
+def predict_dispatches_ms(plan: Plan, rows: int, row: int, innermost: bool, dtype: str, threads: int,
+                          constants: machine.Constants) -> list[float]:
+    """Predicted milliseconds of each of the plan's dispatches."""
+    elements, nbytes = rows * row, rows * row * ELEMENT_BYTES.get(dtype, 4)
+    dtype = dtype if dtype in machine.DTYPES else "float32"
+    work = dispatch_work(plan)
+    footprint = nbytes * (1 + sum(w.writes for w in work))
+    times = []
+    for w in work:
+        used = min(threads, rows) if w.reductions else threads  # a reduction spreads whole rows over threads
+        k = constants.at(used)
+        per_pass = k.pass_ns_per_element[dtype] * elements
+        read, write = constants.memory_ns_per_byte(used, footprint)
+        reduce_read = read if innermost else read * k.columns_read_ns_per_byte / k.read_ns_per_byte["mid"]
+        if footprint <= constants.l2_bytes * used:  # everything stays in L2
+            memory, rereads = (w.reads + w.writes) * per_pass, 0.0
+        else:
+            memory = nbytes * (w.reads * (reduce_read if w.reductions else read) + w.writes * write)
+            row_stays = innermost and row * ELEMENT_BYTES.get(dtype, 4) * (w.reads + w.writes) <= constants.l2_bytes // 2
+            rereads = 0.0 if row_stays else (w.passes - 1) * nbytes * w.reads * reduce_read
+        exps = w.exps * elements * k.exp_ns_per_element[dtype] * (constants.vector_lanes_f32 if w.scalar else 1)
+        times.append((memory + rereads + w.passes * per_pass + exps + k.dispatch_us * 1e3) * 1e-6)
+    return times
 
 
 def load_calibration(path: str | None = None) -> dict[str, Any]:
@@ -55,7 +124,8 @@ class AutoChooser:
 
     kind: str = "cpu"
     threads: int | None = None
-    calibration: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None  # given: the nearest calibrated case decides
+    constants: machine.Constants | None = None  # given: the cost model uses these
 
     def __post_init__(self) -> None:
         if self.kind not in ("cpu", "gpu"):
@@ -75,12 +145,43 @@ class AutoChooser:
         if math.prod(shape) == 0:
             return parse_policy("split"), "auto: empty tensor, nothing to compute -> split"
         rows = math.prod(shape) // row
-        return self.choose(rows, row, last, str(site.compute_dtype).replace("torch.", ""))
+        dtypes = {str(getattr(site, a, site.compute_dtype)).replace("torch.", "") for a in ("x_dtype", "in_dtype", "compute_dtype", "out_dtype")}
+        return self.choose(rows, row, last, str(site.compute_dtype).replace("torch.", ""), in_output=in_output_applies(last, dtypes))
 
-    def choose(self, rows: int, row: int, last: bool, dtype: str = "float32") -> tuple[Plan, str]:
-        """Best preset of the nearest calibrated case."""
+    def choose(self, rows: int, row: int, last: bool, dtype: str = "float32", in_output: bool = True) -> tuple[Plan, str]:
+        """The plan for a [rows, row] softmax over the last dim (or another): by the cost model, or by
+        this machine's calibration where one was measured. `in_output`: whether the site's dtypes all are
+        float32, which `inplace` needs."""
+        if self.calibration is None and self.constants is None:
+            if os.path.isfile(USER):
+                self.calibration = load_calibration(USER)
+            else:
+                try:
+                    self.constants = machine.constants()
+                except Exception as e:  # noqa: BLE001 - any failure to measure falls back, and says why
+                    self.calibration = load_calibration(PACKAGED)
+                    self.calibration["fallback_reason"] = f"{type(e).__name__}: {e}"
         if self.calibration is None:
-            self.calibration = load_calibration()
+            return self.predict(rows, row, last, dtype, in_output)
+        return self.nearest(rows, row, last, dtype)
+
+    def predicted_ms(self, rows: int, row: int, last: bool, dtype: str = "float32", in_output: bool = True) -> dict[str, float]:
+        """The cost model's time for every CPU candidate, fastest first."""
+        in_output = in_output and in_output_applies(last, {dtype})
+        self.constants = self.constants or machine.constants()
+        names = CPU_CANDIDATES + ("fused",) * quirks.fused_is_a_cpu_candidate(last) + ("inplace",) * in_output
+        times = {p: predict_ms(parse_policy(p), rows, row, last, dtype, self.threads, self.constants) for p in names}
+        return dict(sorted(times.items(), key=lambda kv: kv[1]))
+
+    def predict(self, rows: int, row: int, last: bool, dtype: str = "float32", in_output: bool = True) -> tuple[Plan, str]:
+        times = self.predicted_ms(rows, row, last, dtype, in_output)
+        name = next(iter(times))
+        others = ", ".join(f"{p} {t:.3g}" for p, t in times.items() if p != name)
+        return parse_policy(name), (f"auto: cost model for {rows}x{row} {dtype} {'last' if last else 'other'} dim, "
+                                    f"{self.threads} thread(s): {name} {times[name]:.3g} ms predicted (vs {others})")
+
+    def nearest(self, rows: int, row: int, last: bool, dtype: str = "float32") -> tuple[Plan, str]:
+        """Best preset of the nearest calibrated case."""
         cases = [c for c in self.calibration["cases"] if c["last_dim"] == last] or self.calibration["cases"]
         same_dtype = [c for c in cases if c["dtype"] == dtype]
         cases = same_dtype or [c for c in cases if c["dtype"] == "float32"] or cases
@@ -90,8 +191,9 @@ class AutoChooser:
         times = {p: t for p, t in near["times"].items() if p in CPU_CANDIDATES or (p == "fused" and near.get("fused_stack", 1 << 30) <= STACK_LIMIT)}
         name = min(times, key=times.get)
         others = ", ".join(f"{p} {t:.3g}" for p, t in sorted(times.items(), key=lambda kv: kv[1]) if p != name)
+        fallback = self.calibration.get("fallback_reason")
         why = (
-            f"auto: nearest calibrated case {near['rows']}x{near['row_len']} {near['dtype']} "
+            (f"auto: machine constants unavailable ({fallback}); packaged " if fallback else "auto: ") + f"nearest calibrated case {near['rows']}x{near['row_len']} {near['dtype']} "
             f"{'last' if near['last_dim'] else 'other'} dim, {near['threads']} thread(s): {name} {times[name]:.3g} ms (vs {others})"
         )
         return parse_policy(name), why

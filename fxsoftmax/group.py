@@ -41,6 +41,7 @@ class GroupSpec:
     safe: bool = False  # fully masked rows give 0 (aten._safe_softmax)
     reciprocal: bool = False  # l crosses to step 4 as 1/l and step 4 multiplies
     chain: tuple[Instr, ...] = ()
+    kernel: str = ""  # "inplace": lowered to fxsoftmax's hand-written executable (fxsoftmax.kernel_mlir)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -61,6 +61,10 @@ def _convert(b: _Body, v: str, src: str, dst: str, loc: str) -> str:
 def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]]) -> tuple[str, str]:
     """(function name, MLIR module text) of a `util.func` taking the group's inputs (sizes with -1 for
     dynamic, element type) and returning its outputs, computed in one `flow.dispatch.region`."""
+    if spec.kernel == "inplace":
+        from .kernel_mlir import in_output_function
+
+        return in_output_function(spec, list(inputs[0][0]))
     r, d = spec.rank, spec.dim
     et = ELEMENT_TYPES[spec.compute_dtype]
     b = _Body()

@@ -27,6 +27,7 @@ PRESETS: dict[str, str] = {
     "split-sum": "123|4",
     "per-step": "1|2|3|4",
     "online": "(13)|2'4",
+    "inplace": "one hand-written dispatch keeping exp(x - m) in the output and scaling it there (float32, innermost dim)",
     "auto": "chosen per site by a cost model (fxsoftmax.costmodel)",
 }
 DEFAULT_POLICY = "split"
@@ -82,6 +83,11 @@ class Plan:
         return self.name or self.text
 
     @property
+    def in_output(self) -> bool:
+        """The `inplace` preset: one hand-written dispatch instead of IREE's codegen of the group."""
+        return self.name == "inplace"
+
+    @property
     def dispatches(self) -> int:
         return len(self.groups) if self.groups else 1
 
@@ -106,6 +112,15 @@ class Plan:
 
     def __str__(self) -> str:
         return self.label
+
+
+IN_OUTPUT_PLAN = "1234"  # what `inplace` computes: every step in one group, exp once, z kept in y
+IN_OUTPUT_ACCEPTS = "a float32 softmax over the innermost dim"
+
+
+def in_output_applies(innermost: bool, dtypes: set[str]) -> bool:
+    """Whether `inplace`'s kernel takes a softmax: x, softmax and output dtypes all float32, innermost dim."""
+    return innermost and dtypes == {"float32"}
 
 
 FUSED = Plan(groups=(), name="fused")
@@ -186,7 +201,7 @@ def _validate(plan: Plan, text: str) -> None:
 def parse_policy(policy: PolicyLike) -> Plan:
     """Turn a preset name, a plan string or a Plan into a validated Plan."""
     if isinstance(policy, Plan):
-        return policy if not policy.groups else parse_plan(policy.text)
+        return policy if not policy.groups or policy.in_output else parse_plan(policy.text)
     if not isinstance(policy, str):
         raise ValueError(f"policy must be a string or Plan, got {type(policy).__name__}; {_accepted()}")
     key = policy.strip()
@@ -194,6 +209,8 @@ def parse_policy(policy: PolicyLike) -> Plan:
         return FUSED
     if key == "auto":
         return AUTO
+    if key == "inplace":
+        return Plan(groups=parse_plan(IN_OUTPUT_PLAN).groups, name="inplace")
     if key in PRESETS:
         plan = parse_plan(PRESETS[key])
         return Plan(groups=plan.groups, name=key)

@@ -145,3 +145,12 @@ def refuse_cumsum(dynamic_dim: bool, next_to_int32_truncation: bool) -> str | No
                 "(e.g. RoBERTa's position ids); accepted: a static size for that dim (export without dynamic_shapes "
                 "for it, or torch.compile(dynamic=False))")
     return None
+
+
+# IREE's own softmax (`fused`) over a non-innermost dim is the slowest plan but `online` on CPU:
+# 1024x4096 dim 0, 2.1-2.5x the best preset (f32 and bf16, 1 and 2 threads; Xeon, IREE 3.9,
+# docs/benchmarks/report.md), 1.13-1.84x on the AVX2 EPYC of the packaged calibration. The cost model
+# counts the same passes for it as for `remat`, so it cannot see this. Decision: `auto` leaves `fused`
+# out for a non-innermost dim on CPU.
+def fused_is_a_cpu_candidate(innermost: bool) -> bool:
+    return innermost

@@ -17,9 +17,11 @@ from .backends.export import compile_cached
 from .backends.targets import Target
 from .tags import PATTERN as _TAG
 
-_EXECUTABLE = re.compile(r"^\s*flow\.executable\s+(?:private\s+)?@(\S+)\s*\{")
+_EXECUTABLE = re.compile(r"^\s*(?:flow|stream)\.executable\s+(?:private\s+)?@(\S+)\s*\{")
 _FUNC = re.compile(r"^\s*func\.func\s+@([^(\s]+)\(")
 _ARG = re.compile(r"dispatch\.tensor<(readonly|writeonly|readwrite):tensor<([^>]*)>>")
+# fxsoftmax's hand-written executables (`inplace`) bind memrefs: the first is read, the second written
+_SUBSPAN = re.compile(r"stream\.binding\.subspan .*-> memref<([^,>]*)")
 _FLOAT_OP = re.compile(r"\b((?:arith\.(?!constant)\w+f)|(?:math\.\w+)|(?:linalg\.softmax))\b")
 _ELEMENT_BYTES = {"f64": 8, "f32": 4, "f16": 2, "bf16": 2, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "i1": 1}
 _CHECK_PASS = "iree-llvmcpu-check-ir-before-llvm-conversion"
@@ -177,6 +179,10 @@ def parse_flow(flow_ir: str) -> tuple[list[Executable], list[DispatchCall]]:
                 (current.reads if mode == "readonly" else current.writes).append(_tensor_io(spec))
             continue
         if current is None:
+            continue
+        sub = _SUBSPAN.search(line)
+        if sub:
+            (current.writes if current.reads else current.reads).append(_tensor_io(sub.group(1)))
             continue
         ops = _FLOAT_OP.findall(line.split(" loc(")[0])
         if not ops:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 import fxsoftmax
-from fxsoftmax.costmodel import AutoChooser, load_calibration
+from fxsoftmax.costmodel import AutoChooser, dispatch_work, load_calibration, predict_ms
+from fxsoftmax.machine import Constants, Threads
+from fxsoftmax.policy import parse_policy
 from helpers import aten, aten_graph
 
 
@@ -69,13 +73,67 @@ def test_auto_in_the_pass_reports_its_reason():
     torch.testing.assert_close(gm(x), torch.softmax(x, 0), atol=1e-6, rtol=0)
 
 
-def test_packaged_calibration_drives_auto_end_to_end():
-    cal = load_calibration()
-    assert cal["cases"] and all({"rows", "row_len", "threads", "times"} <= c.keys() for c in cal["cases"])
+def test_cost_model_drives_auto_end_to_end():
     x = torch.randn(64, 2048)
     art = fxsoftmax.export(torch.nn.Softmax(-1), (x,), policy="auto", threads=1)
     site = art.sites[0]
-    want, why = AutoChooser("cpu", 1, cal).choose(64, 2048, True)  # the calibration's pick for this case
+    want, why = AutoChooser("cpu", 1).choose(64, 2048, True)  # the model's pick, from this machine's constants
     assert site.plan == want.label and site.reason == why
+    assert why.startswith("auto: cost model for 64x2048 float32 last dim, 1 thread(s): ") and "ms predicted (vs " in why
     assert (art(x) - torch.softmax(x, -1)).abs().max().item() <= 1e-5
     assert fxsoftmax.inspect(art, stack=False).sites[0].matches_plan
+
+
+def test_this_machines_calibration_wins_and_the_packaged_one_is_the_fallback(tmp_path, monkeypatch):
+    from fxsoftmax import costmodel
+
+    mine = tmp_path / "calibration_cpu.json"
+    mine.write_text(json.dumps(CALIBRATION))
+    monkeypatch.setattr(costmodel, "USER", str(mine))
+    assert AutoChooser("cpu", 1).choose(4096, 16384, True) == (parse_policy("split-sum"), AutoChooser("cpu", 1, CALIBRATION).choose(4096, 16384, True)[1])
+
+    def cannot_measure(*_):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(costmodel, "USER", str(tmp_path / "none.json"))
+    monkeypatch.setattr(costmodel.machine, "constants", cannot_measure)
+    plan, why = AutoChooser("cpu", 2).choose(4096, 16384, True)
+    assert why.startswith("auto: machine constants unavailable (RuntimeError: no compiler here); packaged nearest calibrated case")
+    assert plan.label == AutoChooser("cpu", 2, load_calibration(costmodel.PACKAGED)).choose(4096, 16384, True)[0].label
+
+
+def _constants(**overrides) -> Constants:
+    """Round made-up machine constants: 1 ns/B memory, 0.1 ns per in-cache pass, 1 ns per exp, 2 MiB L2."""
+    per = dict(read_ns_per_byte={"mid": 0.5, "large": 1.0}, write_ns_per_byte={"mid": 0.5, "large": 1.0},
+               columns_read_ns_per_byte=1.0, pass_ns_per_element={"float32": 0.1, "bfloat16": 0.1},
+               exp_ns_per_element={"float32": 1.0, "bfloat16": 1.0}, dispatch_us=1.0, call_us=2.0)
+    per.update(overrides)
+    return Constants("test", 2, 2 << 20, 16, {1: Threads(**per), 2: Threads(**per)})
+
+
+def test_the_model_counts_what_each_plan_moves_and_computes():
+    c = _constants()
+    predict = lambda p, rows=4096, row=16384, last=True: predict_ms(parse_policy(p), rows, row, last, "float32", 1, c)  # noqa: E731
+    n = 4096 * 16384
+    # inplace: x read once, y written once (large: 1 ns/B), 3 passes in cache, 1 exp per element, 1 dispatch, 1 call
+    assert predict("inplace") == pytest.approx((n * 4 * 2 + n * 0.3 + n * 1.0) * 1e-6 + 1e-3 + 2e-3)
+    assert predict("fused") - predict("inplace") == pytest.approx(n * 1.0 * 1e-6)  # the second exp
+    # split stores z: one more full write and read than inplace, one more dispatch, the same exps
+    assert predict("split") - predict("inplace") == pytest.approx(n * 4 * 2 * 1e-6 + n * 0.1 * 1e-6 + 1e-3, rel=1e-3)
+    # a row too long for L2 rereads x from memory for each further pass
+    assert predict("inplace", rows=1, row=1 << 24) > predict("inplace", rows=1024, row=1 << 14)
+
+
+def test_a_reduction_spreads_whole_rows_over_threads():
+    c = _constants()
+    one_row = predict_ms(parse_policy("split"), 1, 1 << 20, True, "float32", 2, c)
+    assert one_row == predict_ms(parse_policy("split"), 1, 1 << 20, True, "float32", 1, c)  # nothing to share
+    assert dispatch_work(parse_policy("per-step"))[1].reductions == 0  # exp alone: elementwise, every thread
+
+
+def test_auto_leaves_fused_out_for_an_outer_dim():
+    auto = AutoChooser("cpu", 2, constants=_constants())
+    assert "fused" in auto.predicted_ms(4096, 16384, True) and "fused" not in auto.predicted_ms(1024, 4096, False)
+    plan, why = auto.choose(4096, 16384, True)
+    assert plan.label == next(iter(auto.predicted_ms(4096, 16384, True))) == "inplace"
+    assert f"inplace {auto.predicted_ms(4096, 16384, True)['inplace']:.3g} ms predicted" in why

@@ -12,7 +12,7 @@ from helpers import PRESETS
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
-POLICIES = ("fused", *PRESETS, "auto")
+POLICIES = ("fused", *PRESETS, "inplace", "auto")
 
 
 class Encoder(torch.nn.Module):

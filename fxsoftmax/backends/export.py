@@ -204,6 +204,10 @@ def compile_program(
     if refusal:
         raise ValueError(f"cannot export {what}: {refusal}")
     result = decompose_softmax(ep, policy, overrides, chooser=AutoChooser(target.kind, threads))
+    on_cpu_only = [s.name for s in result.sites if s.plan == "inplace"]
+    if on_cpu_only and target.device != "cpu":
+        raise ValueError(f"cannot export {what} for {target}: policy 'inplace' (sites {on_cpu_only}) is a hand-written CPU "
+                         f"executable; accepted on {target.device}: every other preset")
     parameters = external_parameters(ep, external_params_above)
     mlir = program_to_mlir(ep, parameters)
     flags = target.compile_flags([s.status for s in result.sites]) + list(extra_flags)

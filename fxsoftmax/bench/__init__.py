@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from ..costmodel import USER, calibration_path, load_calibration
+from ..costmodel import USER, AutoChooser, load_calibration
+from ..machine import cache_path
 from .cases import PRESETS, Case, cases, machine
 from .dispatches import where_time_goes
 from .results import auto_rows, calibration, markdown, plots, write_tables
@@ -36,13 +37,16 @@ def run_bench(kind: str = "quick", out: str = "bench-out", *, repeat: int = 7, i
         with open(target, "w") as f:
             json.dump(calibration(rows, info), f, indent=1)
         notes.append(f"calibration written to {target}")
-    try:
-        cal = load_calibration(calibration_out if kind == "calibrate" else calibration_path())
-        autos = auto_rows(rows, cal)
+    if kind == "calibrate":
+        cal = load_calibration(calibration_out or USER)
+        autos = auto_rows(rows, lambda t: AutoChooser("cpu", t, calibration=cal))
         notes.append(f"`auto` decisions use {cal['path']} (made {cal.get('created', '?')})")
-    except FileNotFoundError:
-        autos = None
-        notes.append("no calibration file yet: run `fxsoftmax bench --calibrate`")
+    else:  # what `auto` does on this machine: the cost model, or this machine's calibration if one exists
+        choosers: dict[int, AutoChooser] = {}
+        autos = auto_rows(rows, lambda t: choosers.setdefault(t, AutoChooser("cpu", t)))
+        c = next(iter(choosers.values()))
+        source = f"{c.calibration['path']} (nearest calibrated case)" if c.calibration else f"the cost model, with this machine's constants from {cache_path()}"
+        notes.append(f"`auto` decisions use {source}")
     files = plots(rows, out)
     text = markdown(rows, info, autos, files, title=case.label if case else f"{kind} sweep")
     text += "\n" + "\n".join([*(where_time_goes(rows, PRESETS) if kind != "calibrate" else []), *(f"- {n}" for n in notes)]) + "\n"

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..policy import PRESETS as _POLICIES
+from ..policy import in_output_applies
 
 PRESETS = tuple(p for p in _POLICIES if p != "auto")  # every policy with a fixed plan, IREE's own first
 PEERS = ("eager", "eager-out", "inductor", "copy-floor", "exp-floor")
@@ -37,6 +38,11 @@ class Case:
     @property
     def size(self) -> str:
         return "x".join(map(str, self.shape)) + ("" if self.last_dim else f" dim {self.dim}")
+
+    @property
+    def presets(self) -> tuple[str, ...]:
+        """The presets that take this case (`inplace` only a float32 softmax over the innermost dim)."""
+        return tuple(p for p in PRESETS if p != "inplace" or in_output_applies(self.last_dim, {self.dtype}))
 
     @property
     def label(self) -> str:

@@ -6,7 +6,7 @@ import csv
 import datetime
 import json
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..costmodel import CPU_CANDIDATES, AutoChooser
 from .cases import PRESETS
@@ -27,22 +27,34 @@ def _by_method(case_rows: Sequence[dict]) -> dict[str, dict]:
     return {r["method"]: r for r in case_rows}
 
 
-def auto_rows(rows: Sequence[dict], calibration: dict) -> list[dict]:
-    """Per case: what `auto` picks from `calibration`, and its time vs the best preset in these rows."""
+def auto_rows(rows: Sequence[dict], chooser: Callable[[int], AutoChooser]) -> list[dict]:
+    """Per case: what `auto` (`chooser(threads)`) picks, its time vs the best preset in these rows, and,
+    when the cost model decided, how its predicted order of the candidates matches the measured one."""
     out = []
     for label, case_rows in _cases(rows):
         m = _by_method(case_rows)
         r0 = case_rows[0]
-        chooser = AutoChooser("cpu", r0["threads"], calibration)
-        plan, why = chooser.choose(r0["rows"], r0["row_len"], r0["last_dim"], r0["dtype"])
+        auto = chooser(r0["threads"])
+        plan, why = auto.choose(r0["rows"], r0["row_len"], r0["last_dim"], r0["dtype"])
         best = min((p for p in PRESETS if p in m), key=lambda p: m[p]["median_ms"])
         ratio = m[plan.label]["median_ms"] / m[best]["median_ms"]
+        predicted = auto.predicted_ms(r0["rows"], r0["row_len"], r0["last_dim"], r0["dtype"]) if auto.constants else {}
+        predicted = {p: t for p, t in predicted.items() if p in m}
+        measured = sorted(predicted, key=lambda p: m[p]["median_ms"])
         out.append({"case": label, "auto": plan.label, "best": best, "ratio": ratio, "ok": ratio <= AUTO_BAR, "why": why,
+                    "predicted_ms": predicted, "predicted_order": list(predicted), "measured_order": measured, "order_agreement": kendall_tau(list(predicted), measured),
                     "auto_ms": m[plan.label]["median_ms"], "best_ms": m[best]["median_ms"],
                     "vs_eager": m["eager"]["median_ms"] / m[plan.label]["median_ms"],
                     "vs_fused": m["fused"]["median_ms"] / m[plan.label]["median_ms"],
                     "over_exp_floor": m[plan.label]["median_ms"] / m["exp-floor"]["median_ms"]})
     return out
+
+
+def kendall_tau(a: Sequence[str], b: Sequence[str]) -> float | None:
+    """Rank agreement of two orders of the same items: 1 same order, -1 reversed (None for < 2 items)."""
+    pos = {x: i for i, x in enumerate(b)}
+    pairs = [(x, y) for i, x in enumerate(a) for y in a[i + 1 :]]
+    return sum(1 if pos[x] < pos[y] else -1 for x, y in pairs) / len(pairs) if pairs else None
 
 
 def calibration(rows: Sequence[dict], machine: dict) -> dict:
@@ -98,6 +110,25 @@ def markdown(rows: Sequence[dict], machine: dict, autos: Sequence[dict] | None, 
             lines.append(f"| {a['case']} | {a['auto']} | {a['best']} | {a['ratio']:.3f}{'' if a['ok'] else ' (over)'} "
                          f"| {a['vs_eager']:.2f} | {a['vs_fused']:.2f} | {a['over_exp_floor']:.2f} |")
         lines.append("")
+        ordered = [a for a in autos if a["predicted_order"]]
+        if ordered:
+            taus = [a["order_agreement"] for a in ordered]
+            top = sum(a["predicted_order"][0] == a["measured_order"][0] for a in ordered)
+            lines += [
+                "### The cost model's predicted order vs the measured order",
+                "",
+                f"Kendall's tau over the candidates per case (1: same order, -1: reversed): mean {sum(taus) / len(taus):.2f}, "
+                f"min {min(taus):.2f}; the predicted fastest is the measured fastest in {top}/{len(ordered)} cases.",
+                "",
+                "| case | predicted order (ms) | measured order (ms) | tau |",
+                "|---|---|---|---:|",
+            ]
+            measured = {label: _by_method(case_rows) for label, case_rows in _cases(rows)}
+            for a in ordered:
+                pred = ", ".join(f"{p} {t:.3g}" for p, t in a["predicted_ms"].items())
+                meas = ", ".join(f"{p} {measured[a['case']][p]['median_ms']:.3g}" for p in a["measured_order"])
+                lines.append(f"| {a['case']} | {pred} | {meas} | {a['order_agreement']:.2f} |")
+            lines.append("")
     lines += remat_vs_store(rows)
     for label, case_rows in _cases(rows):
         m = _by_method(case_rows)

@@ -10,7 +10,7 @@ import torch.fx as fx
 from .. import quirks
 from ..group import MAX_INPUTS, GroupSpec, dtype_name
 from ..ops import GROUP_OPS
-from ..policy import Plan
+from ..policy import IN_OUTPUT_ACCEPTS, Plan, in_output_applies
 from ..tags import PREFIX, step_tag
 from .producers import pullable_producers
 from .sites import SoftmaxSite, fake_value
@@ -81,11 +81,14 @@ def group_steps(plan: Plan) -> list[list[str]]:
 
 def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
     """Replace `site` by one group op per plan group; return the node that now holds the softmax result."""
+    if plan.in_output:
+        _check_in_output(site)
     emit = _Emitter(gm, site)
     groups = group_steps(plan)
     needs = [_needs(steps) for steps in groups]
     later_reads_x = any("x" in n for n in needs[1:])
-    producers = pullable_producers(site.x, site.node) if quirks.may_pull_producers(later_reads_x) else None
+    pull = quirks.may_pull_producers(later_reads_x) and not plan.in_output  # the hand-written kernel reads x only
+    producers = pullable_producers(site.x, site.node) if pull else None
     where = {v: gi for gi, steps in enumerate(groups) for s in steps if not s.endswith("'") for v in _VALUES[s.rstrip("'")]}
     common = dict(
         site=site.name, dim=site.dim, shape=tuple(d if isinstance(d, int) else -1 for d in site.shape),
@@ -115,7 +118,8 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
         refusal = quirks.refuse_group(tuple(outputs), not isinstance(site.shape[site.dim], int))
         if refusal:
             raise UnsupportedPlanError(f"softmax site {site.name!r} (dim {site.dim} of shape {site.shape}) with plan {plan.text!r}: {refusal}")
-        spec = GroupSpec(group=gi + 1, steps=tuple(steps), inputs=tuple(names), outputs=tuple(outputs), chain=chain, **common)
+        spec = GroupSpec(group=gi + 1, steps=tuple(steps), inputs=tuple(names), outputs=tuple(outputs), chain=chain,
+                         kernel="inplace" if plan.in_output else "", **common)
         padded = tuple(args) + (None,) * (MAX_INPUTS - len(args)) + (spec.to_json(),)
         node = emit(GROUP_OPS[len(outputs)], padded, f"g{gi + 1}")
         if len(outputs) == 1:
@@ -133,6 +137,18 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
             gm.graph.erase_node(n)
             dead.remove(n)
     return out
+
+
+def _check_in_output(site: SoftmaxSite) -> None:
+    """`inplace`'s kernel takes a float32 softmax over the innermost dim."""
+    dtypes = {dtype_name(d) for d in (site.x_dtype, site.in_dtype, site.compute_dtype, site.out_dtype)}
+    innermost = site.dim == len(site.shape) - 1
+    if not in_output_applies(innermost, dtypes):
+        what = f"over dim {site.dim} of a rank-{len(site.shape)} tensor" if not innermost else f"in {sorted(dtypes)}"
+        raise UnsupportedPlanError(
+            f"softmax site {site.name!r} (dim {site.dim} of shape {site.shape}) with policy 'inplace': a softmax {what}; "
+            f"accepted: {IN_OUTPUT_ACCEPTS} (give this site another preset, e.g. overrides={{{site.name!r}: 'split'}})"
+        )
 
 
 def _needs(steps: list[str]) -> set[str]:

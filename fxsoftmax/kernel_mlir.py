@@ -1,0 +1,183 @@
+"""The `inplace` group as a hand-written IREE executable: one dispatch that keeps exp(x - m) in the
+output buffer and scales it there, one exp per element and no stack buffer.
+
+IREE's codegen cannot do this for a `flow.dispatch.region` (it recomputes exp: docs/benchmarks/exp_in_output),
+so the group is a `stream.executable` written with scf/vector/memref ops, called by a `flow.dispatch`.
+IREE still compiles it for the target CPU (vector width, `math.exp` expansion). Each workgroup takes a
+block of rows of the softmax input seen as [rows, n]: per row, a max pass over x, a pass writing
+z = exp(x - m) into the output while summing it (and prefetching the next row), and a pass scaling the
+output by 1/l in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from .group import GroupSpec
+from .group_mlir import float_literal
+from .quirks import MAX_OP
+from .tags import step_tag
+
+LANES = 64  # f32 lanes per vector op: 4 AVX-512 or 8 AVX2 registers, independent accumulators
+ROW_BLOCK = 16384  # elements per workgroup at least: rows of n < ROW_BLOCK go ROW_BLOCK // n to a workgroup
+# The kernel's binding convention, which `fxsoftmax.report` reads: binding 0 is read, binding 1 written.
+
+
+def in_output_function(spec: GroupSpec, shape: list[int]) -> tuple[str, str]:
+    """(function name, MLIR module text) of a `util.func` computing the group's softmax of x (sizes
+    `shape`, -1 where dynamic) with one dispatch of a hand-written executable."""
+    r = spec.rank
+    key = hashlib.sha1(f"{spec.to_json()}|{shape}".encode()).hexdigest()[:16]
+    fn = f"fxsoftmax_{''.join(c if c.isalnum() else '_' for c in spec.site)}_inplace_{key}"
+    tag = lambda step: f'loc("{step_tag(spec.site, spec.group, step)}":1:0)'  # noqa: E731
+    x_t = "tensor<" + "".join(("?" if s < 0 else str(s)) + "x" for s in shape) + "f32>"
+    lines = ["%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index"]
+    dims = []
+    for i, s in enumerate(shape):
+        lines.append(f"%i{i} = arith.constant {i} : index")
+        lines.append(f"%d{i} = tensor.dim %x, %i{i} : {x_t}")
+        dims.append(f"%d{i}")
+    lines.append("%rows0 = arith.constant 1 : index")
+    for i in range(r - 1):
+        lines.append(f"%rows{i + 1} = arith.muli %rows{i}, %d{i} : index")
+    rows, n = f"%rows{r - 1}", dims[-1]
+    flat_t = "tensor<" + ("?" if any(s < 0 for s in shape[:-1]) else str(_prod(shape[:-1]))) + "x" + ("?" if shape[-1] < 0 else str(shape[-1])) + "xf32>"
+    reassoc = "[[0, 1]]" if r == 1 else "[" + ", ".join(["[" + ", ".join(map(str, range(r - 1))) + "]", f"[{r - 1}]"]) + "]"
+    if r == 1:
+        lines.append(f"%flat = tensor.expand_shape %x [[0, 1]] output_shape [1, {n}] : {x_t} into {flat_t}")
+    else:
+        lines.append(f"%flat = tensor.collapse_shape %x {reassoc} : {x_t} into {flat_t}")
+    flat_dims = flat_t[len("tensor<"):-len("xf32>")].split("x")
+    dyn_dims = [v for v, d in zip((rows, n), flat_dims) if d == "?"]
+    lines += [
+        f"%block = arith.constant {ROW_BLOCK} : index",
+        f"%n1 = arith.maxui {n}, %c1 : index",
+        "%per0 = arith.divui %block, %n1 : index",
+        "%per = arith.maxui %per0, %c1 : index",
+        f"%yflat = flow.dispatch @{fn}_exe::@{fn}_rows[{rows}, %per](%flat, {rows}, %per, {n}) : "
+        f"({flat_t}{_sizes(dyn_dims)}, index, index, index) -> {flat_t}{_sizes(dyn_dims)} {tag('1234')}",
+    ]
+    if r == 1:
+        lines.append(f"%y = tensor.collapse_shape %yflat [[0, 1]] : {flat_t} into {x_t}")
+    else:
+        lines.append(f"%y = tensor.expand_shape %yflat {reassoc} output_shape [{', '.join(dims)}] : {flat_t} into {x_t}")
+    body = "\n  ".join(lines)
+    text = f"""module {{
+{_executable(f"{fn}_exe", f"{fn}_rows", spec.safe, tag, flat_dims)}
+util.func private @{fn}(%x: {x_t}) -> {x_t} {{
+  {body}
+  util.return %y : {x_t}
+}}
+}}"""
+    return fn, text
+
+
+def _sizes(dynamic: list[str]) -> str:
+    return f"{{{', '.join(dynamic)}}}" if dynamic else ""
+
+
+def _prod(values: list[int]) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str]) -> str:
+    """The executable; `flat_dims` are the [rows, n] sizes ("?" where dynamic), static ones baked in."""
+    vt = f"vector<{LANES}xf32>"
+    lowest = float_literal(torch.finfo(torch.float32).min if safe else float("-inf"), "f32")
+    tiny = float_literal(torch.finfo(torch.float32).tiny, "f32")
+    finish = f"%l = arith.maxnumf %s, %tiny : f32 {tag('3')}" if safe else ""  # safe softmax: masked rows give 0
+    total = "%l" if safe else "%s"
+    # The layout leaves the offset open: IREE moves a result's offset within its allocation into the subspan
+    # (two results in one buffer), and an identity layout would drop it.
+    mem = f"memref<{flat_dims[0]}x{flat_dims[1]}xf32, strided<[{flat_dims[1]}, 1], offset: ?>>"
+    # While the exp pass works on this row from cache, fetch the next row's cache lines (this VM: 4096x16384
+    # f32 65.5 -> 53.0 ms with 1 thread, 34.2 -> 27.2 ms with 2): the memory-bound max pass of the next row
+    # then reads from cache, and memory traffic overlaps the exps.
+    prefetch = "\n          ".join(
+        f"%p{k} = arith.addi %j, %o{k} : index\n          memref.prefetch %X[%next, %p{k}], read, locality<3>, data : {mem}"
+        for k in range(LANES // 16))
+    offsets = "\n      ".join(f"%o{k} = arith.constant {16 * k} : index" for k in range(LANES // 16))
+    dynamic = _sizes([v for v, d in zip(("%rows", "%n"), flat_dims) if d == "?"])
+    return f"""stream.executable private @{name} {{
+  stream.executable.export public @{entry} workgroups(%rows: index, %per: index) -> (index, index, index) {{
+    %count = arith.ceildivui %rows, %per : index
+    %c1 = arith.constant 1 : index
+    stream.return %count, %c1, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func @{entry}(%in: !stream.binding, %out: !stream.binding, %rows: index, %per: index, %n: index) {{
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %lanes = arith.constant {LANES} : index
+      {offsets}
+      %lowest = arith.constant {lowest} : f32
+      %zero = arith.constant 0.0 : f32
+      %one = arith.constant 1.0 : f32
+      %tiny = arith.constant {tiny} : f32
+      %vlowest = vector.broadcast %lowest : f32 to {vt}
+      %vzero = vector.broadcast %zero : f32 to {vt}
+      %X = stream.binding.subspan %in[%c0] : !stream.binding -> {mem}{dynamic}
+      %Y = stream.binding.subspan %out[%c0] : !stream.binding -> {mem}{dynamic}
+      %wg = hal.interface.workgroup.id[0] : index
+      %r0 = arith.muli %wg, %per : index
+      %r1a = arith.addi %r0, %per : index
+      %r1 = arith.minui %r1a, %rows : index
+      %tail = arith.remui %n, %lanes : index
+      %nv = arith.subi %n, %tail : index
+      scf.for %r = %r0 to %r1 step %c1 {{
+        %vm = scf.for %j = %c0 to %nv step %lanes iter_args(%acc = %vlowest) -> ({vt}) {{
+          %v = vector.transfer_read %X[%r, %j], %zero {{in_bounds = [true]}} : {mem}, {vt}
+          %a = {MAX_OP} %acc, %v : {vt} {tag('1')}
+          scf.yield %a : {vt}
+        }}
+        %m0 = vector.reduction <maxnumf>, %vm : {vt} into f32 {tag('1')}
+        %m = scf.for %j = %nv to %n step %c1 iter_args(%acc = %m0) -> (f32) {{
+          %v = memref.load %X[%r, %j] : {mem}
+          %a = {MAX_OP} %acc, %v : f32 {tag('1')}
+          scf.yield %a : f32
+        }}
+        %vmb = vector.broadcast %m : f32 to {vt}
+        %next0 = arith.addi %r, %c1 : index
+        %last = arith.subi %rows, %c1 : index
+        %next = arith.minui %next0, %last : index
+        %vs = scf.for %j = %c0 to %nv step %lanes iter_args(%acc = %vzero) -> ({vt}) {{
+          %v = vector.transfer_read %X[%r, %j], %zero {{in_bounds = [true]}} : {mem}, {vt}
+          %d = arith.subf %v, %vmb : {vt} {tag('2')}
+          {prefetch}
+          %z = math.exp %d : {vt} {tag('2')}
+          vector.transfer_write %z, %Y[%r, %j] {{in_bounds = [true]}} : {vt}, {mem}
+          %a = arith.addf %acc, %z : {vt} {tag('3')}
+          scf.yield %a : {vt}
+        }}
+        %s0 = vector.reduction <add>, %vs : {vt} into f32 {tag('3')}
+        %s = scf.for %j = %nv to %n step %c1 iter_args(%acc = %s0) -> (f32) {{
+          %v = memref.load %X[%r, %j] : {mem}
+          %d = arith.subf %v, %m : f32 {tag('2')}
+          %z = math.exp %d : f32 {tag('2')}
+          memref.store %z, %Y[%r, %j] : {mem}
+          %a = arith.addf %acc, %z : f32 {tag('3')}
+          scf.yield %a : f32
+        }}
+        {finish}
+        %inv = arith.divf %one, {total} : f32 {tag('4')}
+        %vinv = vector.broadcast %inv : f32 to {vt}
+        scf.for %j = %c0 to %nv step %lanes {{
+          %z = vector.transfer_read %Y[%r, %j], %zero {{in_bounds = [true]}} : {mem}, {vt}
+          %y = arith.mulf %z, %vinv : {vt} {tag('4')}
+          vector.transfer_write %y, %Y[%r, %j] {{in_bounds = [true]}} : {vt}, {mem}
+        }}
+        scf.for %j = %nv to %n step %c1 {{
+          %z = memref.load %Y[%r, %j] : {mem}
+          %y = arith.mulf %z, %inv : f32 {tag('4')}
+          memref.store %y, %Y[%r, %j] : {mem}
+        }}
+      }}
+      return
+    }}
+  }}
+}}"""
