@@ -51,8 +51,8 @@ class DispatchWork:
 
     reductions: int  # reductions along the softmax dim (an online max+sum counts once)
     passes: int  # sweeps over each row: one per reduction, plus one that writes a full-size result
-    reads: int  # full-size tensors read from memory (x, a stored z)
-    writes: int  # full-size tensors written (a stored z, y)
+    reads: tuple[str, ...]  # full-size tensors read from memory: "x", a stored "z"
+    writes: tuple[str, ...]  # full-size tensors written: a stored "z", "y"
     exps: int  # exps per element
     scalar: bool = False  # IREE 3.9 does not vectorize the online max+sum (README, `online`)
 
@@ -61,9 +61,9 @@ def dispatch_work(plan: Plan) -> list[DispatchWork]:
     """The plan's dispatches, as the cost model sees them. `fused` is IREE's softmax: max, sum of exp,
     then exp / sum, one dispatch; `inplace` the same with exp kept in the output."""
     if plan.is_fused:
-        return [DispatchWork(reductions=2, passes=3, reads=1, writes=1, exps=2)]
+        return [DispatchWork(reductions=2, passes=3, reads=("x",), writes=("y",), exps=2)]
     if plan.in_output:  # max, exp into y while summing, scale y in place
-        return [DispatchWork(reductions=2, passes=3, reads=1, writes=1, exps=1)]
+        return [DispatchWork(reductions=2, passes=3, reads=("x",), writes=("y",), exps=1)]
     stored = set(plan.stored())
     work = []
     for group in plan.groups:
@@ -71,8 +71,8 @@ def dispatch_work(plan: Plan) -> list[DispatchWork]:
         online = any(s.online for s in group)
         reductions = 1 if online else sum(n in (1, 3) for n in steps)
         ends_with_a_reduction = group[-1].n in (1, 3)
-        reads = int(any(s.n in (1, 2) or s.online for s in group)) + int(2 in stored and 2 not in steps)
-        writes = int(any(s.n == 2 and not s.recompute for s in group) and 2 in stored) + int(4 in steps)
+        reads = ("x",) * any(s.n in (1, 2) or s.online for s in group) + ("z",) * (2 in stored and 2 not in steps)
+        writes = ("z",) * (any(s.n == 2 and not s.recompute for s in group) and 2 in stored) + ("y",) * (4 in steps)
         work.append(DispatchWork(reductions, reductions + (0 if ends_with_a_reduction else 1), reads, writes,
                                  2 if online else int(2 in steps), online))
     return work
@@ -85,11 +85,14 @@ def predict_ms(plan: Plan, rows: int, row: int, innermost: bool, dtype: str, thr
 
 def predict_dispatches_ms(plan: Plan, rows: int, row: int, innermost: bool, dtype: str, threads: int,
                           constants: machine.Constants) -> list[float]:
-    """Predicted milliseconds of each of the plan's dispatches."""
-    elements, nbytes = rows * row, rows * row * ELEMENT_BYTES.get(dtype, 4)
+    """Predicted milliseconds of each of the plan's dispatches. x and y are `dtype`; a stored z is in the
+    compute dtype (float32 for 16-bit floats)."""
+    elements = rows * row
+    nbytes = {"x": ELEMENT_BYTES.get(dtype, 4), "y": ELEMENT_BYTES.get(dtype, 4), "z": max(ELEMENT_BYTES.get(dtype, 4), 4)}
+    nbytes = {t: b * elements for t, b in nbytes.items()}
     dtype = dtype if dtype in machine.DTYPES else "float32"
     work = dispatch_work(plan)
-    footprint = nbytes * (1 + sum(w.writes for w in work))
+    footprint = nbytes["x"] + sum(nbytes[t] for w in work for t in w.writes)
     times = []
     for w in work:
         used = min(threads, rows) if w.reductions else threads  # a reduction spreads whole rows over threads
@@ -97,12 +100,13 @@ def predict_dispatches_ms(plan: Plan, rows: int, row: int, innermost: bool, dtyp
         per_pass = k.pass_ns_per_element[dtype] * elements
         read, write = constants.memory_ns_per_byte(used, footprint)
         reduce_read = read if innermost else read * k.columns_read_ns_per_byte / k.read_ns_per_byte["mid"]
+        read_bytes, write_bytes = sum(nbytes[t] for t in w.reads), sum(nbytes[t] for t in w.writes)
         if footprint <= constants.l2_bytes * used:  # everything stays in L2
-            memory, rereads = (w.reads + w.writes) * per_pass, 0.0
+            memory, rereads = (len(w.reads) + len(w.writes)) * per_pass, 0.0
         else:
-            memory = nbytes * (w.reads * (reduce_read if w.reductions else read) + w.writes * write)
-            row_stays = innermost and row * ELEMENT_BYTES.get(dtype, 4) * (w.reads + w.writes) <= constants.l2_bytes // 2
-            rereads = 0.0 if row_stays else (w.passes - 1) * nbytes * w.reads * reduce_read
+            memory = read_bytes * (reduce_read if w.reductions else read) + write_bytes * write
+            row_stays = innermost and (read_bytes + write_bytes) // rows <= constants.l2_bytes // 2
+            rereads = 0.0 if row_stays else (w.passes - 1) * read_bytes * reduce_read
         exps = w.exps * elements * k.exp_ns_per_element[dtype] * (constants.vector_lanes_f32 if w.scalar else 1)
         times.append((memory + rereads + w.passes * per_pass + exps + k.dispatch_us * 1e3) * 1e-6)
     return times
@@ -146,7 +150,8 @@ class AutoChooser:
             return parse_policy("split"), "auto: empty tensor, nothing to compute -> split"
         rows = math.prod(shape) // row
         dtypes = {str(getattr(site, a, site.compute_dtype)).replace("torch.", "") for a in ("x_dtype", "in_dtype", "compute_dtype", "out_dtype")}
-        return self.choose(rows, row, last, str(site.compute_dtype).replace("torch.", ""), in_output=in_output_applies(last, dtypes))
+        in_dtype = str(getattr(site, "in_dtype", site.compute_dtype)).replace("torch.", "")
+        return self.choose(rows, row, last, in_dtype, in_output=in_output_applies(last, dtypes))
 
     def choose(self, rows: int, row: int, last: bool, dtype: str = "float32", in_output: bool = True) -> tuple[Plan, str]:
         """The plan for a [rows, row] softmax over the last dim (or another): by the cost model, or by

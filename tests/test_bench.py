@@ -53,7 +53,8 @@ def test_one_case_from_the_command_line(tmp_path):
                  "--no-inductor", "--quiet", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())
     assert {(tuple(r["shape"]), r["dim"], r["dtype"], r["threads"]) for r in rows} == {((64, 300), 0, "bfloat16", 1)}
-    assert set(PRESETS) <= {r["method"] for r in rows}
+    # every preset that takes a bf16 softmax over dim 0 (`inplace` takes float32 over the innermost dim only)
+    assert {r["method"] for r in rows} == {*PRESETS, *PEERS} - {"inplace", "inductor"}
     assert "### 64x300 dim 0 bfloat16 1t" in (tmp_path / "report.md").read_text()
     assert main(["bench", "--shape", "64xabc", "--out", str(tmp_path)]) == 2
 
@@ -72,6 +73,20 @@ def test_each_dispatch_timed_alone_on_iree(threads):
     assert [d.steps for d in timed] == ["12", "34"]  # split stores z = exp(x - m): group 1 writes it, group 2 reads it
     assert all(d.bytes_moved == 2 * x.numel() * 4 for d in timed)  # x or z in, z or y out
     assert all(d.ms > 0 and d.floor_ms == pytest.approx(d.bytes_moved / copy_bw) for d in timed)
+
+
+def test_the_hand_written_dispatch_is_timed_as_its_one_dispatch_module():
+    import torch
+
+    import fxsoftmax
+    from fxsoftmax.bench.dispatches import time_dispatches
+
+    x = torch.randn(512, 4096)
+    art = fxsoftmax.export(torch.nn.Softmax(-1), (x,), policy="inplace")
+    (d,) = time_dispatches(art, 1, 2 * x.numel() * 4, inputs=[x], repetitions=2, batch=2)
+    assert (d.steps, d.bytes_moved) == ("1234", 2 * x.numel() * 4) and d.ms > 0  # x in, y out: nothing else
+    with pytest.raises(RuntimeError, match="reported no time"):
+        time_dispatches(art, 1, 1.0, repetitions=1, batch=1)  # no inputs to run the module on
 
 
 def test_the_dispatch_benchmark_reads_a_filled_buffer():

@@ -29,10 +29,12 @@ class DispatchTime:
         return self.ms / self.floor_ms if self.floor_ms else None
 
 
-def time_dispatches(art: Artifact, threads: int, copy_bytes_per_ms: float, *, repetitions: int = 5, batch: int = 4) -> list[DispatchTime]:
+def time_dispatches(art: Artifact, threads: int, copy_bytes_per_ms: float, *, inputs: Sequence = (), repetitions: int = 5,
+                    batch: int = 4) -> list[DispatchTime]:
     """Each of the CPU module's softmax dispatches, timed alone with `threads` threads (iree-benchmark-module
     on the benchmarks iree-compile dumps for each executable); `copy_bytes_per_ms`: bytes read plus
-    written per millisecond by a plain copy, measured beside."""
+    written per millisecond by a plain copy, measured beside. IREE dumps no benchmark for `inplace`'s
+    hand-written executable: a module of that one dispatch is timed whole, on `inputs`."""
     if art.target.device != "cpu":
         raise ValueError(f"dispatch timing runs on the CPU; this module is for {art.target}")
     from iree.runtime.benchmark import benchmark_exe
@@ -60,11 +62,24 @@ def time_dispatches(art: Artifact, threads: int, copy_bytes_per_ms: float, *, re
     out = []
     for d in site_dispatches:
         ms = next((v for fn, v in medians.items() if fn.endswith(d.dispatch)), None)
+        if ms is None and len(site_dispatches) == 1 and inputs:  # IREE dumps no benchmark for a hand-written executable
+            ms = _module_ms(art, threads, inputs, repetitions * batch)
         if ms is None:
             raise RuntimeError(f"iree-benchmark-module reported no time for {d.dispatch}")
         moved = None if d.reads_bytes is None or d.writes_bytes is None else d.reads_bytes + d.writes_bytes
         out.append(DispatchTime(d.dispatch, "".join(d.steps), moved, ms, moved / copy_bytes_per_ms if moved else None))
     return out
+
+
+def _module_ms(art: Artifact, threads: int, inputs: Sequence, calls: int) -> float:
+    """Median ms of a call of the whole module on-device, its inputs placed once."""
+    import statistics
+
+    from .measure import time_calls
+
+    runner = art.runner("local-sync" if threads == 1 else "local-task")
+    placed = [runner.put(t) for t in inputs]
+    return statistics.median(time_calls(lambda: runner.invoke(placed), calls))
 
 
 _ALLOCATE = re.compile(r"^(\s*)%buffer = hal\.allocator\.allocate<[^\n]*\{(%\w+)\}\n", re.MULTILINE)
@@ -116,7 +131,7 @@ def where_time_goes(rows: Sequence[dict], presets: Sequence[str]) -> list[str]:
             continue
         best = min((p for p in presets if p in m), key=lambda p: m[p]["median_ms"])
         art = compile_presets(case, x, (best,))[best]
-        timed = time_dispatches(art, case.threads, 2 * size / m["copy-floor"]["median_ms"])
+        timed = time_dispatches(art, case.threads, 2 * size / m["copy-floor"]["median_ms"], inputs=[torch.randn(case.shape).to(x.dtype)])
         if not lines:
             lines = ["## Where the time goes: the best preset's dispatches, each timed alone", "",
                      "Each dispatch of the fastest preset, run alone by `iree-benchmark-module` on the benchmark "
