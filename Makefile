@@ -9,6 +9,7 @@ IREE_DEFAULT := 3.9.0
 IREE ?= 3.13.0
 IREE_VENV := .venv-iree-$(IREE)
 IREE_TESTS := tests/test_compat.py tests/test_pass.py tests/test_iree_cpu.py tests/test_real_width.py \
+	tests/test_inplace.py tests/test_machine.py tests/test_costmodel.py \
 	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[llama]" \
 	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[qwen2-moe]" \
 	"tests/test_zoo.py::test_every_family_exports_and_matches_eager[bert]" \

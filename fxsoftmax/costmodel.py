@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import machine, quirks
-from .policy import Plan, in_output_applies, parse_policy
+from .policy import IN_OUTPUT, Plan, in_output_applies, parse_policy
 
 PACKAGED = os.path.join(os.path.dirname(__file__), "data", "calibration_cpu.json")
 USER = os.environ.get("FXSOFTMAX_CALIBRATION") or os.path.join(
@@ -143,15 +143,17 @@ class AutoChooser:
             name = "fused" if last else "remat"
             why = "GPU rule: one kernel, exp recomputed" if last else "GPU rule: non-innermost reduction -> remat"
             return parse_policy(name), f"auto: {why}"
+        dtypes = {str(getattr(site, a, site.compute_dtype)).replace("torch.", "") for a in ("x_dtype", "in_dtype", "compute_dtype", "out_dtype")}
+        in_output = in_output_applies(last, dtypes)
         if not shape or any(not isinstance(d, int) for d in shape):
-            return parse_policy("remat"), "auto: dynamic shape, no calibration point -> remat (no stored intermediate)"
+            if in_output:
+                return parse_policy(IN_OUTPUT), "auto: dynamic shape, no size to model -> inplace (x read once, y written once, one exp)"
+            return parse_policy("remat"), "auto: dynamic shape, no size to model -> remat (no stored intermediate)"
         row = shape[dim]
         if math.prod(shape) == 0:
             return parse_policy("split"), "auto: empty tensor, nothing to compute -> split"
-        rows = math.prod(shape) // row
-        dtypes = {str(getattr(site, a, site.compute_dtype)).replace("torch.", "") for a in ("x_dtype", "in_dtype", "compute_dtype", "out_dtype")}
         in_dtype = str(getattr(site, "in_dtype", site.compute_dtype)).replace("torch.", "")
-        return self.choose(rows, row, last, in_dtype, in_output=in_output_applies(last, dtypes))
+        return self.choose(math.prod(shape) // row, row, last, in_dtype, in_output=in_output)
 
     def choose(self, rows: int, row: int, last: bool, dtype: str = "float32", in_output: bool = True) -> tuple[Plan, str]:
         """The plan for a [rows, row] softmax over the last dim (or another): by the cost model, or by
@@ -174,7 +176,7 @@ class AutoChooser:
         """The cost model's time for every CPU candidate, fastest first."""
         in_output = in_output and in_output_applies(last, {dtype})
         self.constants = self.constants or machine.constants()
-        names = CPU_CANDIDATES + ("fused",) * quirks.fused_is_a_cpu_candidate(last) + ("inplace",) * in_output
+        names = CPU_CANDIDATES + ("fused",) * quirks.fused_is_a_cpu_candidate(last) + (IN_OUTPUT,) * in_output
         times = {p: predict_ms(parse_policy(p), rows, row, last, dtype, self.threads, self.constants) for p in names}
         return dict(sorted(times.items(), key=lambda kv: kv[1]))
 

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from .group import GroupSpec
+from .policy import IN_OUTPUT
 from .quirks import MAX_OP
 from .tags import step_tag
 
@@ -61,7 +62,7 @@ def _convert(b: _Body, v: str, src: str, dst: str, loc: str) -> str:
 def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]]) -> tuple[str, str]:
     """(function name, MLIR module text) of a `util.func` taking the group's inputs (sizes with -1 for
     dynamic, element type) and returning its outputs, computed in one `flow.dispatch.region`."""
-    if spec.kernel == "inplace":
+    if spec.kernel == IN_OUTPUT:
         from .kernel_mlir import in_output_function
 
         return in_output_function(spec, list(inputs[0][0]))

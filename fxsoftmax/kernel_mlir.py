@@ -12,6 +12,7 @@ output by 1/l in place.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 
@@ -43,13 +44,14 @@ def in_output_function(spec: GroupSpec, shape: list[int]) -> tuple[str, str]:
     for i in range(r - 1):
         lines.append(f"%rows{i + 1} = arith.muli %rows{i}, %d{i} : index")
     rows, n = f"%rows{r - 1}", dims[-1]
-    flat_t = "tensor<" + ("?" if any(s < 0 for s in shape[:-1]) else str(_prod(shape[:-1]))) + "x" + ("?" if shape[-1] < 0 else str(shape[-1])) + "xf32>"
-    reassoc = "[[0, 1]]" if r == 1 else "[" + ", ".join(["[" + ", ".join(map(str, range(r - 1))) + "]", f"[{r - 1}]"]) + "]"
+    sizes = [str(s) if s >= 0 else d for s, d in zip(shape, dims)]  # static sizes as literals (newer MLIR wants that)
+    flat_dims = ["?" if any(s < 0 for s in shape[:-1]) else str(math.prod(shape[:-1])), "?" if shape[-1] < 0 else str(shape[-1])]
+    flat_t = f"tensor<{flat_dims[0]}x{flat_dims[1]}xf32>"
+    reassoc = f"[[{', '.join(map(str, range(r - 1)))}], [{r - 1}]]"  # rank >= 2: leading dims -> rows
     if r == 1:
-        lines.append(f"%flat = tensor.expand_shape %x [[0, 1]] output_shape [1, {n}] : {x_t} into {flat_t}")
+        lines.append(f"%flat = tensor.expand_shape %x [[0, 1]] output_shape [1, {sizes[0]}] : {x_t} into {flat_t}")
     else:
         lines.append(f"%flat = tensor.collapse_shape %x {reassoc} : {x_t} into {flat_t}")
-    flat_dims = flat_t[len("tensor<"):-len("xf32>")].split("x")
     dyn_dims = [v for v, d in zip((rows, n), flat_dims) if d == "?"]
     lines += [
         f"%block = arith.constant {ROW_BLOCK} : index",
@@ -62,7 +64,7 @@ def in_output_function(spec: GroupSpec, shape: list[int]) -> tuple[str, str]:
     if r == 1:
         lines.append(f"%y = tensor.collapse_shape %yflat [[0, 1]] : {flat_t} into {x_t}")
     else:
-        lines.append(f"%y = tensor.expand_shape %yflat {reassoc} output_shape [{', '.join(dims)}] : {flat_t} into {x_t}")
+        lines.append(f"%y = tensor.expand_shape %yflat {reassoc} output_shape [{', '.join(sizes)}] : {flat_t} into {x_t}")
     body = "\n  ".join(lines)
     text = f"""module {{
 {_executable(f"{fn}_exe", f"{fn}_rows", spec.safe, tag, flat_dims)}
@@ -76,13 +78,6 @@ util.func private @{fn}(%x: {x_t}) -> {x_t} {{
 
 def _sizes(dynamic: list[str]) -> str:
     return f"{{{', '.join(dynamic)}}}" if dynamic else ""
-
-
-def _prod(values: list[int]) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
 
 
 def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str]) -> str:

@@ -114,12 +114,12 @@ def constants(cache_dir: str | None = None) -> Constants:
 def _reduce(name: str, arg: str, out: str, dims: str, maps: tuple[str, str], iters: str, body: str, extra: str = "") -> str:
     """A function summing `body`'s value (%v, f32) over the reduction dims of one linalg.generic.
     `extra` is a second, f32 operand (a tensor of zeros) indexed by the repeat dim."""
-    ins, types, block, amap = ("%a", arg, "%b", f"affine_map<({dims}) -> ({maps[0]})>")
+    eltype = arg.rsplit("x", 1)[-1].rstrip(">")
+    ins, types, amap = "%a", arg, f"affine_map<({dims}) -> ({maps[0]})>"
+    args, block = f"%a: {arg}", f"%b: {eltype}"
     if extra:
         ins, types, amap = "%a, %k", f"{arg}, {extra}", f"{amap}, affine_map<({dims}) -> (k)>"
-    eltype = arg.rsplit("x", 1)[-1].rstrip(">")
-    args = f"%a: {arg}" + (f", %k: {extra}" if extra else "")
-    block = f"%b: {eltype}" + (", %kk: f32" if extra else "")
+        args, block = f"{args}, %k: {extra}", f"{block}, %kk: f32"
     return f"""
   func.func @{name}({args}) -> {out} {{
     %zero = arith.constant 0.0 : f32
@@ -160,18 +160,13 @@ def _probe_module() -> str:
         for kind, op in (("pass", "%v = arith.addf %u, %u : f32"), ("exp", "%v = math.exp %u : f32")):
             funcs.append(_reduce(f"{kind}_{t}", f"tensor<{ROWS}x{ROW}x{t}>", f"tensor<{ROWS}xf32>", "r, k, j", ("r, j", "r"),
                                  '"parallel", "reduction", "reduction"', f"{load}\n        {op}", f"tensor<{REPEATS}xf32>"))
-    rows = f"tensor<{STREAM // ROW}x{ROW}xf32>"
-    funcs.append(_reduce("read", rows, f"tensor<{STREAM // ROW}xf32>", "i, j", ("i, j", "i"), '"parallel", "reduction"',
-                         "%v = arith.addf %b, %b : f32"))
-    tiny = f"tensor<{TINY}x{TINY}xf32>"
-    funcs.append(_reduce("one", tiny, f"tensor<{TINY}xf32>", "i, j", ("i, j", "i"), '"parallel", "reduction"', "%v = arith.addf %b, %b : f32"))
-    funcs.append(_reduce("total", f"tensor<{TINY}xf32>", "tensor<f32>", "i", ("i", ""), '"reduction"', "%v = arith.addf %b, %b : f32"))
-    mid = f"tensor<{MID // ROW}x{ROW}xf32>"
-    funcs.append(_reduce("read_mid", mid, f"tensor<{MID // ROW}xf32>", "i, j", ("i, j", "i"), '"parallel", "reduction"',
-                         "%v = arith.addf %b, %b : f32"))
-    cols = f"tensor<{MID // 4096}x4096xf32>"
-    funcs.append(_reduce("read_columns", cols, "tensor<4096xf32>", "i, j", ("i, j", "j"), '"reduction", "parallel"',
-                         "%v = arith.addf %b, %b : f32"))
+    double, tiny = "%v = arith.addf %b, %b : f32", f"tensor<{TINY}x{TINY}xf32>"
+    row_sum = lambda name, rows, cols: _reduce(name, f"tensor<{rows}x{cols}xf32>", f"tensor<{rows}xf32>", "i, j",  # noqa: E731
+                                               ("i, j", "i"), '"parallel", "reduction"', double)
+    funcs += [row_sum("read", STREAM // ROW, ROW), row_sum("read_mid", MID // ROW, ROW), row_sum("one", TINY, TINY)]
+    funcs.append(_reduce("total", f"tensor<{TINY}xf32>", "tensor<f32>", "i", ("i", ""), '"reduction"', double))
+    funcs.append(_reduce("read_columns", f"tensor<{MID // 4096}x4096xf32>", "tensor<4096xf32>", "i, j", ("i, j", "j"),
+                         '"reduction", "parallel"', double))
     funcs.append(_stream("stream", STREAM) + _stream("stream_mid", MID))
     funcs.append(f"""
   func.func @two(%a: {tiny}) -> tensor<f32> {{
@@ -182,7 +177,8 @@ def _probe_module() -> str:
     return "module {" + "".join(funcs) + "\n}\n"
 
 
-def _median_ms(runner, args, calls: int) -> float:
+def median_call_ms(runner, args, calls: int) -> float:
+    """Median ms of `calls` calls of a loaded function after one warm-up, its arguments placed once."""
     placed = [runner.put(a) for a in args]
     runner.invoke(placed)
     times = []
@@ -213,7 +209,7 @@ def measure() -> Constants:
     by_threads = {}
     for threads in sorted({1, cores}):
         driver = "local-sync" if threads == 1 else "local-task"
-        ms = lambda fn, args, calls=5: _median_ms(IreeRunner(vmfb, driver, fn), args, calls)  # noqa: E731
+        ms = lambda fn, args, calls=5: median_call_ms(IreeRunner(vmfb, driver, fn), args, calls)  # noqa: E731
         one, two = ms("one", [tiny], 200), ms("two", [tiny], 200)
         read = {"large": ms("read", [big.view(STREAM // ROW, ROW)]) * 1e6 / (4 * STREAM),
                 "mid": (ms("read_mid", [big[:MID].view(MID // ROW, ROW)], 21) - one) * 1e6 / (4 * MID)}

@@ -20,6 +20,7 @@ STEP_NAMES: dict[int, str] = {1: "max", 2: "exp", 3: "sum", 4: "scale"}
 # Whether a step's result is full-size (like x) or reduced along the softmax dim.
 FULL_SIZE_STEPS = frozenset({2, 4})
 
+IN_OUTPUT = "inplace"  # the preset whose one group is fxsoftmax's hand-written executable (fxsoftmax.kernel_mlir)
 PRESETS: dict[str, str] = {
     "fused": "leave softmax to IREE (one dispatch, IREE recomputes exp)",
     "remat": "1|2'3|2'4",
@@ -27,7 +28,7 @@ PRESETS: dict[str, str] = {
     "split-sum": "123|4",
     "per-step": "1|2|3|4",
     "online": "(13)|2'4",
-    "inplace": "one hand-written dispatch keeping exp(x - m) in the output and scaling it there (float32, innermost dim)",
+    IN_OUTPUT: "one hand-written dispatch keeping exp(x - m) in the output and scaling it there (float32, innermost dim)",
     "auto": "chosen per site by a cost model (fxsoftmax.costmodel)",
 }
 DEFAULT_POLICY = "split"
@@ -85,7 +86,7 @@ class Plan:
     @property
     def in_output(self) -> bool:
         """The `inplace` preset: one hand-written dispatch instead of IREE's codegen of the group."""
-        return self.name == "inplace"
+        return self.name == IN_OUTPUT
 
     @property
     def dispatches(self) -> int:
@@ -209,8 +210,8 @@ def parse_policy(policy: PolicyLike) -> Plan:
         return FUSED
     if key == "auto":
         return AUTO
-    if key == "inplace":
-        return Plan(groups=parse_plan(IN_OUTPUT_PLAN).groups, name="inplace")
+    if key == IN_OUTPUT:
+        return Plan(groups=parse_plan(IN_OUTPUT_PLAN).groups, name=IN_OUTPUT)
     if key in PRESETS:
         plan = parse_plan(PRESETS[key])
         return Plan(groups=plan.groups, name=key)

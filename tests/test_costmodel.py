@@ -54,14 +54,16 @@ def test_fused_is_a_candidate_only_with_a_measured_stack_within_the_limit():
 
 def test_gpu_rule_and_dynamic_shapes():
     class Site:
-        def __init__(self, shape, dim):
-            self.shape, self.dim, self.compute_dtype = shape, dim, torch.float32
+        def __init__(self, shape, dim, dtype=torch.float32):
+            self.shape, self.dim, self.compute_dtype = shape, dim, dtype
 
     gpu = AutoChooser("gpu", 1)
     assert gpu(Site((8, 128), 1))[0].label == "fused"
     assert gpu(Site((8, 128), 0))[0].label == "remat"
     plan, why = AutoChooser("cpu", 2, CALIBRATION)(Site((8, "s0"), 1))  # a symbolic size
-    assert plan.label == "remat" and "dynamic shape" in why
+    assert plan.label == "inplace" and "dynamic shape" in why
+    assert AutoChooser("cpu", 2, CALIBRATION)(Site((8, "s0"), 1, torch.bfloat16))[0].label == "remat"  # inplace: f32 only
+    assert AutoChooser("cpu", 2, CALIBRATION)(Site(("s0", 8), 0))[0].label == "remat"  # inplace: innermost only
 
 
 def test_auto_in_the_pass_reports_its_reason():

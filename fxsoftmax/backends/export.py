@@ -17,7 +17,7 @@ from .. import quirks
 from ..costmodel import AutoChooser
 from ..passes import SiteReport, decompose_softmax
 from ..passes.attention import attention_decompositions, fold_sdpa_scale
-from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
+from ..policy import DEFAULT_POLICY, IN_OUTPUT, Overrides, PolicyLike, PolicyMap
 from .compiler import CompileResult, IreeCompileError, iree_compile
 from .runtime import PARAMETER_SCOPE, DeviceUnavailableError, IreeRunner, parameter_index
 from .vulkan import SOFTWARE_VULKAN_ARCH
@@ -204,9 +204,9 @@ def compile_program(
     if refusal:
         raise ValueError(f"cannot export {what}: {refusal}")
     result = decompose_softmax(ep, policy, overrides, chooser=AutoChooser(target.kind, threads))
-    on_cpu_only = [s.name for s in result.sites if s.plan == "inplace"]
+    on_cpu_only = [s.name for s in result.sites if s.plan == IN_OUTPUT]
     if on_cpu_only and target.device != "cpu":
-        raise ValueError(f"cannot export {what} for {target}: policy 'inplace' (sites {on_cpu_only}) is a hand-written CPU "
+        raise ValueError(f"cannot export {what} for {target}: policy {IN_OUTPUT!r} (sites {on_cpu_only}) is a hand-written CPU "
                          f"executable; accepted on {target.device}: every other preset")
     parameters = external_parameters(ep, external_params_above)
     mlir = program_to_mlir(ep, parameters)

@@ -44,9 +44,9 @@ def run_bench(kind: str = "quick", out: str = "bench-out", *, repeat: int = 7, i
     else:  # what `auto` does on this machine: the cost model, or this machine's calibration if one exists
         choosers: dict[int, AutoChooser] = {}
         autos = auto_rows(rows, lambda t: choosers.setdefault(t, AutoChooser("cpu", t)))
-        c = next(iter(choosers.values()))
-        source = f"{c.calibration['path']} (nearest calibrated case)" if c.calibration else f"the cost model, with this machine's constants from {cache_path()}"
-        notes.append(f"`auto` decisions use {source}")
+        used = next(iter(choosers.values()))
+        notes.append(f"`auto` decisions use {used.calibration['path']} (nearest calibrated case)" if used.calibration
+                     else f"`auto` decisions use the cost model, with this machine's constants from {cache_path()}")
     files = plots(rows, out)
     text = markdown(rows, info, autos, files, title=case.label if case else f"{kind} sweep")
     text += "\n" + "\n".join([*(where_time_goes(rows, PRESETS) if kind != "calibrate" else []), *(f"- {n}" for n in notes)]) + "\n"

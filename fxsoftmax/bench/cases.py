@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..policy import PRESETS as _POLICIES
-from ..policy import in_output_applies
+from ..policy import IN_OUTPUT, in_output_applies
 
 PRESETS = tuple(p for p in _POLICIES if p != "auto")  # every policy with a fixed plan, IREE's own first
 PEERS = ("eager", "eager-out", "inductor", "copy-floor", "exp-floor")
@@ -42,7 +42,7 @@ class Case:
     @property
     def presets(self) -> tuple[str, ...]:
         """The presets that take this case (`inplace` only a float32 softmax over the innermost dim)."""
-        return tuple(p for p in PRESETS if p != "inplace" or in_output_applies(self.last_dim, {self.dtype}))
+        return tuple(p for p in PRESETS if p != IN_OUTPUT or in_output_applies(self.last_dim, {self.dtype}))
 
     @property
     def label(self) -> str:

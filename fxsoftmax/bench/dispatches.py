@@ -13,6 +13,7 @@ from typing import Sequence
 
 from ..backends.compiler import iree_compile
 from ..backends.export import Artifact
+from ..machine import median_call_ms
 from ..report import inspect
 
 
@@ -63,23 +64,12 @@ def time_dispatches(art: Artifact, threads: int, copy_bytes_per_ms: float, *, in
     for d in site_dispatches:
         ms = next((v for fn, v in medians.items() if fn.endswith(d.dispatch)), None)
         if ms is None and len(site_dispatches) == 1 and inputs:  # IREE dumps no benchmark for a hand-written executable
-            ms = _module_ms(art, threads, inputs, repetitions * batch)
+            ms = median_call_ms(art.runner("local-sync" if threads == 1 else "local-task"), inputs, repetitions * batch)
         if ms is None:
             raise RuntimeError(f"iree-benchmark-module reported no time for {d.dispatch}")
         moved = None if d.reads_bytes is None or d.writes_bytes is None else d.reads_bytes + d.writes_bytes
         out.append(DispatchTime(d.dispatch, "".join(d.steps), moved, ms, moved / copy_bytes_per_ms if moved else None))
     return out
-
-
-def _module_ms(art: Artifact, threads: int, inputs: Sequence, calls: int) -> float:
-    """Median ms of a call of the whole module on-device, its inputs placed once."""
-    import statistics
-
-    from .measure import time_calls
-
-    runner = art.runner("local-sync" if threads == 1 else "local-task")
-    placed = [runner.put(t) for t in inputs]
-    return statistics.median(time_calls(lambda: runner.invoke(placed), calls))
 
 
 _ALLOCATE = re.compile(r"^(\s*)%buffer = hal\.allocator\.allocate<[^\n]*\{(%\w+)\}\n", re.MULTILINE)

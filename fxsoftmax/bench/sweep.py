@@ -41,8 +41,9 @@ def run_sweep(
     rows: list[dict] = []
     for (shape, dim, dtype), group in by_shape.items():
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(getattr(torch, dtype))
-        bar.step(f"compiling {group[0].size} {dtype}: {', '.join(p for p in presets if p in group[0].presets)}")
-        arts = compile_presets(group[0], x, tuple(p for p in presets if p in group[0].presets))
+        taken = tuple(p for p in presets if p in group[0].presets)
+        bar.step(f"compiling {group[0].size} {dtype}: {', '.join(taken)}")
+        arts = compile_presets(group[0], x, taken)
         stacks = {p: _max_stack(a) for p, a in arts.items()} if stack else {}
         for case in group:
             bar.step(case.label)

@@ -10,7 +10,7 @@ import torch.fx as fx
 from .. import quirks
 from ..group import MAX_INPUTS, GroupSpec, dtype_name
 from ..ops import GROUP_OPS
-from ..policy import IN_OUTPUT_ACCEPTS, Plan, in_output_applies
+from ..policy import IN_OUTPUT, IN_OUTPUT_ACCEPTS, Plan, in_output_applies
 from ..tags import PREFIX, step_tag
 from .producers import pullable_producers
 from .sites import SoftmaxSite, fake_value
@@ -119,7 +119,7 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
         if refusal:
             raise UnsupportedPlanError(f"softmax site {site.name!r} (dim {site.dim} of shape {site.shape}) with plan {plan.text!r}: {refusal}")
         spec = GroupSpec(group=gi + 1, steps=tuple(steps), inputs=tuple(names), outputs=tuple(outputs), chain=chain,
-                         kernel="inplace" if plan.in_output else "", **common)
+                         kernel=IN_OUTPUT if plan.in_output else "", **common)
         padded = tuple(args) + (None,) * (MAX_INPUTS - len(args)) + (spec.to_json(),)
         node = emit(GROUP_OPS[len(outputs)], padded, f"g{gi + 1}")
         if len(outputs) == 1:
@@ -146,7 +146,7 @@ def _check_in_output(site: SoftmaxSite) -> None:
     if not in_output_applies(innermost, dtypes):
         what = f"over dim {site.dim} of a rank-{len(site.shape)} tensor" if not innermost else f"in {sorted(dtypes)}"
         raise UnsupportedPlanError(
-            f"softmax site {site.name!r} (dim {site.dim} of shape {site.shape}) with policy 'inplace': a softmax {what}; "
+            f"softmax site {site.name!r} (dim {site.dim} of shape {site.shape}) with policy {IN_OUTPUT!r}: a softmax {what}; "
             f"accepted: {IN_OUTPUT_ACCEPTS} (give this site another preset, e.g. overrides={{{site.name!r}: 'split'}})"
         )
 

@@ -1,6 +1,6 @@
 """Can IREE keep exp(x - m) in the output buffer inside one dispatch? Compiles the two hand-written
 dispatches here for this CPU and counts the exp range-reduction rounds (`vrndscaleps`, AVX-512) in the
-machine code; `split` (12|34, one exp per element) is the reference. Run: .venv/bin/python docs/benchmarks/exp_in_output/check.py"""
+machine code; `split` (12|34, one exp per element) is the reference, `inplace` the hand-written kernel. Run: .venv/bin/python docs/benchmarks/exp_in_output/check.py"""
 
 import glob, os, subprocess, sys, tempfile
 
@@ -24,7 +24,7 @@ if __name__ == "__main__":
     import fxsoftmax
 
     with tempfile.TemporaryDirectory() as d:
-        for plan in ("split", "fused", "1234"):
+        for plan in ("split", "fused", "1234", "inplace"):
             art = fxsoftmax.export(torch.nn.Softmax(-1), (torch.zeros(4096, 16384),), policy=plan)
             path = os.path.join(d, f"{plan}.mlir")
             open(path, "w").write(art.mlir)
