@@ -4,6 +4,7 @@ dtype, and the cost of a dispatch, each with one thread and with all cores."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -97,18 +98,23 @@ def cache_path(cache_dir: str | None = None) -> str:
 
 
 def constants(cache_dir: str | None = None) -> Constants:
-    """This machine's constants: read from the cache, or measured now (a few seconds) and cached."""
+    """This machine's constants: read from the cache, or measured now (a few seconds) and cached. Delete
+    the cache file to measure again (e.g. after a first use on a busy machine)."""
     path = cache_path(cache_dir)
-    if os.path.isfile(path):
-        with open(path) as f:
-            return Constants.from_json(json.load(f))
-    measured = measure()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(measured.to_json(), f, indent=1)
-    os.replace(tmp, path)  # never a half-written file, even with two processes measuring at once
-    return measured
+    # One process measures while the others wait (test workers, a build farm): two measuring at once
+    # would each time the probes against the other's load, and cache that.
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isfile(path):
+            with open(path) as f:
+                return Constants.from_json(json.load(f))
+        measured = measure()
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(measured.to_json(), f, indent=1)
+        os.replace(tmp, path)  # never a half-written file
+        return measured
 
 
 def _reduce(name: str, arg: str, out: str, dims: str, maps: tuple[str, str], iters: str, body: str, extra: str = "") -> str:

@@ -13,7 +13,8 @@ def test_measured_in_seconds_then_read_from_the_cache(tmp_path):
     start = time.perf_counter()
     c = machine.constants(str(tmp_path))
     assert time.perf_counter() - start < 60 and 0 < c.seconds_to_measure < 60
-    assert os.listdir(tmp_path) == [os.path.basename(machine.cache_path(str(tmp_path)))]  # no half-written file left
+    name = os.path.basename(machine.cache_path(str(tmp_path)))
+    assert sorted(os.listdir(tmp_path)) == [name, f"{name}.lock"]  # no half-written file left
     assert set(c.by_threads) == {1, physical_cores()}
     for k in c.by_threads.values():
         assert all(v > 0 for v in (*k.read_ns_per_byte.values(), k.columns_read_ns_per_byte, k.call_us))
@@ -24,6 +25,17 @@ def test_measured_in_seconds_then_read_from_the_cache(tmp_path):
     assert one.read_ns_per_byte["large"] * 4 > one.pass_ns_per_element["float32"]
     start = time.perf_counter()
     assert machine.constants(str(tmp_path)) == c and time.perf_counter() - start < 1
+
+
+def test_processes_starting_together_measure_once(tmp_path):
+    """Two processes asking at once: one measures, the other waits and reads its file."""
+    import subprocess
+    import sys
+
+    code = f"from fxsoftmax import machine; print(repr(machine.constants({str(tmp_path)!r}).at(1).read_ns_per_byte['large']))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].split()[-1] for p in procs]
+    assert all(p.returncode == 0 for p in procs) and outs[0] == outs[1]  # the same measurement, read twice
 
 
 def test_between_measured_thread_counts_costs_are_interpolated():
