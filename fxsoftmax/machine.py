@@ -1,6 +1,7 @@
-"""The few constants of this CPU that `auto`'s cost model needs, measured with IREE in seconds on first
-use and cached per machine: memory read and write cost, an in-cache pass and an exp per element and
-dtype, and the cost of a dispatch, each with one thread and with all cores."""
+"""This machine: what reports say about it (`describe`), and the few constants of its CPU that `auto`'s
+cost model needs, measured with IREE in seconds on first use and cached per machine: memory read and
+write cost, an in-cache pass and an exp per element and dtype, and the cost of a dispatch, each with one
+thread and with all cores."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import hashlib
 import json
 import math
 import os
+import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 
 CACHE_DIR = os.environ.get("FXSOFTMAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "fxsoftmax")
 DTYPES = {"float32": "f32", "bfloat16": "bf16"}
@@ -82,14 +85,53 @@ class Constants:
         return cls(**data, by_threads=by)
 
 
+def has_bf16() -> bool:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX-BF16); without them bf16 is emulated."""
+    flags = cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def describe() -> dict:
+    """CPU model, cores, ISA flags that matter here, versions."""
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
+    except OSError:
+        pass
+    import torch
+
+    interesting = sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx", "sse4")) or "bf16" in f)
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "isa": interesting,
+        "bf16_instructions": has_bf16(),
+        "memory_gib": round(mem, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "iree_compiler": version("iree-base-compiler"),
+        "iree_runtime": version("iree-base-runtime"),
+    }
+
+
 def machine_key() -> str:
     """CPU model, ISA flags, core count and IREE version: what the constants depend on."""
-    from importlib.metadata import version
-
     from .backends.runtime import physical_cores
-    from .bench.cases import cpu_flags, machine
 
-    text = json.dumps([machine()["cpu"], sorted(cpu_flags()), physical_cores(), version("iree-base-compiler")])
+    text = json.dumps([describe()["cpu"], sorted(cpu_flags()), physical_cores(), version("iree-base-compiler")])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -202,7 +244,6 @@ def measure() -> Constants:
     from .backends.compiler import iree_compile
     from .backends.runtime import IreeRunner, physical_cores
     from .backends.targets import Target
-    from .bench.cases import machine
 
     start = time.perf_counter()
     vmfb = iree_compile(_probe_module(), Target("cpu").compile_flags(["rewritten"]), what="the machine probes").output
@@ -226,13 +267,11 @@ def measure() -> Constants:
         exps = {d: max(ms(f"exp_{t}", [rows[d], repeats]) * per_element - passes[d], 0.0) for d, t in DTYPES.items()}
         write = {s: max(stream[s] - read[s], 0.0) for s in read}
         by_threads[threads] = Threads(read, write, columns, passes, exps, max(two - one, 0.0) * 1e3, one * 1e3)
-    return Constants(machine()["cpu"], cores, _l2_bytes(), 16 if _has("avx512f") else 8 if _has("avx2") else 4, by_threads,
+    return Constants(describe()["cpu"], cores, _l2_bytes(), 16 if _has("avx512f") else 8 if _has("avx2") else 4, by_threads,
                      round(time.perf_counter() - start, 2))
 
 
 def _has(flag: str) -> bool:
-    from .bench.cases import cpu_flags
-
     return flag in cpu_flags()
 
 

@@ -1,14 +1,14 @@
-"""What the benchmark measures: cases (shape, dim, dtype, threads) and the machine it runs on."""
+"""What the benchmark measures: cases (shape, dim, dtype, threads), on the machine `fxsoftmax.machine`
+describes."""
 
 from __future__ import annotations
 
 import math
 import os
-import platform
 from dataclasses import asdict, dataclass
 
-import torch
-
+from ..machine import cpu_flags, has_bf16
+from ..machine import describe as machine  # noqa: F401 - the benchmark reports name the machine through here
 from ..policy import PRESETS as _POLICIES
 from ..policy import IN_OUTPUT, in_output_applies
 
@@ -65,23 +65,6 @@ QUICK_SHAPES = [((64, 2048), -1), ((256, 256), 0)]
 CALIBRATION_EXTRA = [((256, 256), -1), ((64, 4096), -1), ((1024, 1024), -1), ((8, 65536), -1), ((4096, 512), 0)]
 
 
-def has_bf16() -> bool:
-    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX-BF16); without them bf16 is emulated."""
-    flags = cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def thread_counts() -> tuple[int, ...]:
     n = os.cpu_count() or 1
     return (1, n) if n > 1 else (1,)
@@ -92,28 +75,3 @@ def cases(kind: str) -> list[Case]:
     shapes = {"quick": QUICK_SHAPES, "full": FULL_SHAPES, "calibrate": FULL_SHAPES + CALIBRATION_EXTRA}[kind]
     dtypes = ["float32"] + (["bfloat16"] if has_bf16() and kind != "quick" else [])
     return [Case(s, d, dt, t) for s, d in shapes for dt in dtypes for t in thread_counts()]
-
-
-def machine() -> dict:
-    """CPU model, cores, ISA flags that matter here, versions."""
-    model = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    interesting = sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx", "sse4")) or "bf16" in f)
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "isa": interesting,
-        "bf16_instructions": has_bf16(),
-        "memory_gib": round(mem, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "iree_compiler": version("iree-base-compiler"),
-        "iree_runtime": version("iree-base-runtime"),
-    }
