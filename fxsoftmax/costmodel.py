@@ -170,7 +170,7 @@ class AutoChooser:
                     self.calibration["fallback_reason"] = f"{type(e).__name__}: {e}"
         if self.calibration is None:
             return self.predict(rows, row, last, dtype, in_output)
-        return self.nearest(rows, row, last, dtype)
+        return self.nearest(rows, row, last, dtype, in_output)
 
     def predicted_ms(self, rows: int, row: int, last: bool, dtype: str = "float32", in_output: bool = True) -> dict[str, float]:
         """The cost model's time for every CPU candidate, fastest first."""
@@ -187,15 +187,17 @@ class AutoChooser:
         return parse_policy(name), (f"auto: cost model for {rows}x{row} {dtype} {'last' if last else 'other'} dim, "
                                     f"{self.threads} thread(s): {name} {times[name]:.3g} ms predicted (vs {others})")
 
-    def nearest(self, rows: int, row: int, last: bool, dtype: str = "float32") -> tuple[Plan, str]:
-        """Best preset of the nearest calibrated case."""
+    def nearest(self, rows: int, row: int, last: bool, dtype: str = "float32", in_output: bool = True) -> tuple[Plan, str]:
+        """Best preset of the nearest calibrated case (`inplace` where the site takes it)."""
         cases = [c for c in self.calibration["cases"] if c["last_dim"] == last] or self.calibration["cases"]
         same_dtype = [c for c in cases if c["dtype"] == dtype]
         cases = same_dtype or [c for c in cases if c["dtype"] == "float32"] or cases
         best_threads = min({c["threads"] for c in cases}, key=lambda t: (abs(t - self.threads), -t))
         cases = [c for c in cases if c["threads"] == best_threads]
         near = min(cases, key=lambda c: abs(math.log2(rows / c["rows"])) + abs(math.log2(row / c["row_len"])))
-        times = {p: t for p, t in near["times"].items() if p in CPU_CANDIDATES or (p == "fused" and near.get("fused_stack", 1 << 30) <= STACK_LIMIT)}
+        usable = {*CPU_CANDIDATES, *(["fused"] if near.get("fused_stack", 1 << 30) <= STACK_LIMIT else []),
+                  *([IN_OUTPUT] if in_output and in_output_applies(last, {dtype}) else [])}
+        times = {p: t for p, t in near["times"].items() if p in usable}
         name = min(times, key=times.get)
         others = ", ".join(f"{p} {t:.3g}" for p, t in sorted(times.items(), key=lambda kv: kv[1]) if p != name)
         fallback = self.calibration.get("fallback_reason")

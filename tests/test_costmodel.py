@@ -45,6 +45,13 @@ def test_chooser_picks_the_best_preset_of_the_nearest_case(rows, row, last, thre
     assert why.startswith("auto: nearest calibrated case") and want in why
 
 
+def test_a_calibration_offers_inplace_only_where_the_site_takes_it():
+    cal = {"cases": [dict(CALIBRATION["cases"][0], times={**CALIBRATION["cases"][0]["times"], "inplace": 30.0})]}
+    assert AutoChooser("cpu", 2, cal).choose(4096, 16384, True)[0].label == "inplace"
+    assert AutoChooser("cpu", 2, cal).choose(4096, 16384, True, in_output=False)[0].label == "split"
+    assert AutoChooser("cpu", 2, cal).choose(4096, 16384, True, "bfloat16")[0].label == "split"
+
+
 def test_fused_is_a_candidate_only_with_a_measured_stack_within_the_limit():
     cal = {"cases": [dict(CALIBRATION["cases"][0], fused_stack=64)]}
     assert AutoChooser("cpu", 2, cal).choose(4096, 16384, True)[0].label == "fused"

@@ -9,6 +9,7 @@ import os
 from typing import Callable, Sequence
 
 from ..costmodel import CPU_CANDIDATES, AutoChooser
+from ..policy import IN_OUTPUT
 from .cases import PRESETS
 
 STORING = ("split", "split-sum", "per-step")  # plans that keep z = exp(x - m) in global memory
@@ -64,7 +65,7 @@ def calibration(rows: Sequence[dict], machine: dict) -> dict:
         m = _by_method(case_rows)
         r0 = case_rows[0]
         entry = {k: r0[k] for k in ("shape", "dim", "dtype", "threads", "rows", "row_len", "last_dim")}
-        entry["times"] = {p: round(m[p]["median_ms"], 4) for p in (*CPU_CANDIDATES, "fused") if p in m}
+        entry["times"] = {p: round(m[p]["median_ms"], 4) for p in (*CPU_CANDIDATES, "fused", IN_OUTPUT) if p in m}
         if m.get("fused", {}).get("stack_bytes") is not None:
             entry["fused_stack"] = m["fused"]["stack_bytes"]
         cases.append(entry)
