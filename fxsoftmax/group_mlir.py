@@ -76,7 +76,7 @@ def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]])
     par = ", ".join(['"parallel"'] * r)
     red_iters = ", ".join('"reduction"' if i == d else '"parallel"' for i in range(r))
 
-    arg_types = [_tensor_type(shape, elt) for shape, elt in inputs]
+    arg_types = [tensor_type(shape, elt) for shape, elt in inputs]
     args = [f"%a{i}" for i in range(len(inputs))]
     # sizes of x: static from the spec, dynamic ones read from an input that has them
     sizes: list[str] = []
@@ -248,8 +248,7 @@ def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]])
         results[results.index(v)] = b.emit(f"tensor.expand_shape {v} {reassoc} output_shape [{kshape}] : {t} into {keep_t}")
         ret_types.append(keep_t)
 
-    key = hashlib.sha1(f"{spec.to_json()}|{arg_types}".encode()).hexdigest()[:16]
-    fn = f"fxsoftmax_{_ident(spec.site)}_g{spec.group}_{key}"
+    fn = function_name(spec, arg_types)
     text = "\n".join(
         [
             "module {",
@@ -261,6 +260,12 @@ def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]])
         ]
     )
     return fn, text
+
+
+def function_name(spec: GroupSpec, arg_types: Sequence[str]) -> str:
+    """A name unique to the group and its argument types, readable in IREE's dumps."""
+    key = hashlib.sha1(f"{spec.to_json()}|{list(arg_types)}".encode()).hexdigest()[:16]
+    return f"fxsoftmax_{_ident(spec.site)}_g{spec.group}_{key}"
 
 
 def _emit_chain(b: _Body, chain, leaves: dict[str, tuple[str, str]]) -> tuple[str, str]:
@@ -300,19 +305,19 @@ def _broadcast_input(b: _Body, value: str, info: tuple[Sequence[int], str], rank
     idx = ", ".join(f"d{i}" for i in range(rank))
     amap = f"affine_map<({idx}) -> ({', '.join(f'd{j + offset}' for j in kept)})>"
     if len(kept) == len(shape):
-        return value, _tensor_type(shape, elt), amap
+        return value, tensor_type(shape, elt), amap
     groups: list[list[int]] = [[j] for j in kept]
     for j, s in enumerate(shape):  # each unit dim joins the next kept dim (or the last one)
         if s == 1 and groups:
             nxt = next((g for g in groups if g[0] > j), groups[-1])
             nxt.append(j)
     reassoc = "[" + ", ".join("[" + ", ".join(map(str, sorted(g))) + "]" for g in groups) + "]"
-    small = _tensor_type([shape[j] for j in kept], elt)
-    v = b.emit(f"tensor.collapse_shape {value} {reassoc} : {_tensor_type(shape, elt)} into {small}")
+    small = tensor_type([shape[j] for j in kept], elt)
+    v = b.emit(f"tensor.collapse_shape {value} {reassoc} : {tensor_type(shape, elt)} into {small}")
     return v, small, amap
 
 
-def _tensor_type(shape: Sequence[int], elt: str) -> str:
+def tensor_type(shape: Sequence[int], elt: str) -> str:
     return "tensor<" + "".join(("?" if s < 0 else str(s)) + "x" for s in shape) + f"{elt}>"
 
 

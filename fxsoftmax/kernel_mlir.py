@@ -11,13 +11,12 @@ output by 1/l in place.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 
 from .group import GroupSpec
-from .group_mlir import float_literal
+from .group_mlir import float_literal, function_name, tensor_type
 from .quirks import MAX_OP
 from .tags import step_tag
 
@@ -30,11 +29,10 @@ def in_output_function(spec: GroupSpec, shape: list[int]) -> tuple[str, str]:
     """(function name, MLIR module text) of a `util.func` computing the group's softmax of x (sizes
     `shape`, -1 where dynamic) with one dispatch of a hand-written executable."""
     r = spec.rank
-    key = hashlib.sha1(f"{spec.to_json()}|{shape}".encode()).hexdigest()[:16]
-    fn = f"fxsoftmax_{''.join(c if c.isalnum() else '_' for c in spec.site)}_inplace_{key}"
+    x_t = tensor_type(shape, "f32")
+    fn = function_name(spec, [x_t])
     tag = lambda step: f'loc("{step_tag(spec.site, spec.group, step)}":1:0)'  # noqa: E731
-    x_t = "tensor<" + "".join(("?" if s < 0 else str(s)) + "x" for s in shape) + "f32>"
-    lines = ["%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index"]
+    lines = ["%c1 = arith.constant 1 : index"]
     dims = []
     for i, s in enumerate(shape):
         lines.append(f"%i{i} = arith.constant {i} : index")

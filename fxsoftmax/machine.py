@@ -267,12 +267,10 @@ def measure() -> Constants:
         exps = {d: max(ms(f"exp_{t}", [rows[d], repeats]) * per_element - passes[d], 0.0) for d, t in DTYPES.items()}
         write = {s: max(stream[s] - read[s], 0.0) for s in read}
         by_threads[threads] = Threads(read, write, columns, passes, exps, max(two - one, 0.0) * 1e3, one * 1e3)
-    return Constants(describe()["cpu"], cores, _l2_bytes(), 16 if _has("avx512f") else 8 if _has("avx2") else 4, by_threads,
+    flags = cpu_flags()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    return Constants(describe()["cpu"], cores, _l2_bytes(), lanes, by_threads,
                      round(time.perf_counter() - start, 2))
-
-
-def _has(flag: str) -> bool:
-    return flag in cpu_flags()
 
 
 def _l2_bytes() -> int:

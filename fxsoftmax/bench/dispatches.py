@@ -4,6 +4,7 @@ moves and the time a plain copy of that many bytes takes on this machine (the co
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -115,13 +116,13 @@ def where_time_goes(rows: Sequence[dict], presets: Sequence[str]) -> list[str]:
     for label, case_rows in _cases(rows):
         m, r0 = _by_method(case_rows), case_rows[0]
         case = Case(tuple(r0["shape"]), r0["dim"], r0["dtype"], r0["threads"])
-        x = torch.zeros(case.shape, dtype=getattr(torch, case.dtype))
-        size = x.numel() * x.element_size()
+        size = math.prod(case.shape) * torch.empty((), dtype=getattr(torch, case.dtype)).element_size()
         if size < LARGE_BYTES or "copy-floor" not in m:
             continue
+        x = torch.randn(case.shape).to(getattr(torch, case.dtype))  # compiled for, and run on when timed whole
         best = min((p for p in presets if p in m), key=lambda p: m[p]["median_ms"])
         art = compile_presets(case, x, (best,))[best]
-        timed = time_dispatches(art, case.threads, 2 * size / m["copy-floor"]["median_ms"], inputs=[torch.randn(case.shape).to(x.dtype)])
+        timed = time_dispatches(art, case.threads, 2 * size / m["copy-floor"]["median_ms"], inputs=[x])
         if not lines:
             lines = ["## Where the time goes: the best preset's dispatches, each timed alone", "",
                      "Each dispatch of the fastest preset, run alone by `iree-benchmark-module` on the benchmark "
