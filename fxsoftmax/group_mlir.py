@@ -59,6 +59,23 @@ def _convert(b: _Body, v: str, src: str, dst: str, loc: str) -> str:
     return b.emit(f"{op} {v} : {src} to {dst}{loc}")
 
 
+def round_to_bf16(v: str, ftype: str, name: str, loc: str) -> list[str]:
+    """Lines rounding f32 `v` (type `ftype`: f32 or a vector of it) to the nearest bf16 value, still as f32,
+    into `name`. IREE 3.9's bf16 emulation folds `extf(truncf(v))` back to `v` (quirks.BF16_ROUND_TRIP)."""
+    itype = ftype.replace("f32", "i32")
+    const = (lambda k: f"arith.constant dense<{k}> : {itype}") if ftype != "f32" else (lambda k: f"arith.constant {k} : i32")
+    return [f"{name}k16 = {const(16)}", f"{name}k1 = {const(1)}", f"{name}kr = {const(0x7FFF)}", f"{name}km = {const(-65536)}",
+            f"{name}b = arith.bitcast {v} : {ftype} to {itype}{loc}", f"{name}s = arith.shrui {name}b, {name}k16 : {itype}{loc}",
+            f"{name}o = arith.andi {name}s, {name}k1 : {itype}{loc}", f"{name}h = arith.addi {name}o, {name}kr : {itype}{loc}",
+            f"{name}a = arith.addi {name}b, {name}h : {itype}{loc}", f"{name}m = arith.andi {name}a, {name}km : {itype}{loc}",
+            f"{name}r = arith.bitcast {name}m : {itype} to {ftype}{loc}", f"{name}n = arith.cmpf uno, {v}, {v} : {ftype}{loc}",
+            f"{name} = arith.select {name}n, {v}, {name}r : {_mask(ftype)}, {ftype}{loc}"]
+
+
+def _mask(ftype: str) -> str:
+    return ftype.replace("f32", "i1")
+
+
 def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]]) -> tuple[str, str]:
     """(function name, MLIR module text) of a `util.func` taking the group's inputs (sizes with -1 for
     dynamic, element type) and returning its outputs, computed in one `flow.dispatch.region`."""
@@ -169,6 +186,10 @@ def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]])
 
         def body(b: _Body, block: list[str]) -> str:
             v, e = _emit_chain(b, chain, {n: (block[i], _element(ins[i][1])) for n, i in names.items()})
+            if (e, in_e, et) == ("f32", "bf16", "f32"):
+                name = b.fresh("rb")
+                b.lines += round_to_bf16(v, "f32", name, tag)
+                return name
             return _convert(b, _convert(b, v, e, in_e, tag), in_e, et, tag)
 
         values["xc"] = elementwise(ins, et, body)

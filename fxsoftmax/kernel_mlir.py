@@ -1,5 +1,6 @@
 """The `inplace` group as a hand-written IREE executable: one dispatch that keeps exp(x - m) in the
-output buffer and scales it there, one exp per element and no stack buffer.
+output buffer and scales it there, one exp per element and no stack buffer. It computes in float32 from
+x of any of `policy.IN_OUTPUT_DTYPES`; a 16-bit output holds z rounded to its dtype until the scale.
 
 IREE's codegen cannot do this for a `flow.dispatch.region` (it recomputes exp: docs/benchmarks/exp_in_output),
 so the group is a `stream.executable` written with scf/vector/memref ops, called by a `flow.dispatch`.
@@ -12,11 +13,12 @@ output by 1/l in place.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 from .group import GroupSpec
-from .group_mlir import float_literal, function_name, tensor_type
+from .group_mlir import ELEMENT_TYPES, float_literal, function_name, round_to_bf16, tensor_type
 from .quirks import MAX_OP
 from .tags import step_tag
 
@@ -29,7 +31,8 @@ def in_output_function(spec: GroupSpec, shape: list[int]) -> tuple[str, str]:
     """(function name, MLIR module text) of a `util.func` computing the group's softmax of x (sizes
     `shape`, -1 where dynamic) with one dispatch of a hand-written executable."""
     r = spec.rank
-    x_t = tensor_type(shape, "f32")
+    x_et, out_et = ELEMENT_TYPES[spec.x_dtype], ELEMENT_TYPES[spec.out_dtype]
+    x_t, y_t = tensor_type(shape, x_et), tensor_type(shape, out_et)
     fn = function_name(spec, [x_t])
     tag = lambda step: f'loc("{step_tag(spec.site, spec.group, step)}":1:0)'  # noqa: E731
     lines = ["%c1 = arith.constant 1 : index"]
@@ -44,12 +47,12 @@ def in_output_function(spec: GroupSpec, shape: list[int]) -> tuple[str, str]:
     rows, n = f"%rows{r - 1}", dims[-1]
     sizes = [str(s) if s >= 0 else d for s, d in zip(shape, dims)]  # static sizes as literals (newer MLIR wants that)
     flat_dims = ["?" if any(s < 0 for s in shape[:-1]) else str(math.prod(shape[:-1])), "?" if shape[-1] < 0 else str(shape[-1])]
-    flat_t = f"tensor<{flat_dims[0]}x{flat_dims[1]}xf32>"
+    flat_x, flat_y = (f"tensor<{flat_dims[0]}x{flat_dims[1]}x{et}>" for et in (x_et, out_et))
     reassoc = f"[[{', '.join(map(str, range(r - 1)))}], [{r - 1}]]"  # rank >= 2: leading dims -> rows
     if r == 1:
-        lines.append(f"%flat = tensor.expand_shape %x [[0, 1]] output_shape [1, {sizes[0]}] : {x_t} into {flat_t}")
+        lines.append(f"%flat = tensor.expand_shape %x [[0, 1]] output_shape [1, {sizes[0]}] : {x_t} into {flat_x}")
     else:
-        lines.append(f"%flat = tensor.collapse_shape %x {reassoc} : {x_t} into {flat_t}")
+        lines.append(f"%flat = tensor.collapse_shape %x {reassoc} : {x_t} into {flat_x}")
     dyn_dims = [v for v, d in zip((rows, n), flat_dims) if d == "?"]
     lines += [
         f"%block = arith.constant {ROW_BLOCK} : index",
@@ -57,18 +60,19 @@ def in_output_function(spec: GroupSpec, shape: list[int]) -> tuple[str, str]:
         "%per0 = arith.divui %block, %n1 : index",
         "%per = arith.maxui %per0, %c1 : index",
         f"%yflat = flow.dispatch @{fn}_exe::@{fn}_rows[{rows}, %per](%flat, {rows}, %per, {n}) : "
-        f"({flat_t}{_sizes(dyn_dims)}, index, index, index) -> {flat_t}{_sizes(dyn_dims)} {tag('1234')}",
+        f"({flat_x}{_sizes(dyn_dims)}, index, index, index) -> {flat_y}{_sizes(dyn_dims)} {tag('1234')}",
     ]
     if r == 1:
-        lines.append(f"%y = tensor.collapse_shape %yflat [[0, 1]] : {flat_t} into {x_t}")
+        lines.append(f"%y = tensor.collapse_shape %yflat [[0, 1]] : {flat_y} into {y_t}")
     else:
-        lines.append(f"%y = tensor.expand_shape %yflat {reassoc} output_shape [{', '.join(sizes)}] : {flat_t} into {x_t}")
+        lines.append(f"%y = tensor.expand_shape %yflat {reassoc} output_shape [{', '.join(sizes)}] : {flat_y} into {y_t}")
     body = "\n  ".join(lines)
+    types = (x_et, ELEMENT_TYPES[spec.in_dtype], out_et)
     text = f"""module {{
-{_executable(f"{fn}_exe", f"{fn}_rows", spec.safe, tag, flat_dims)}
-util.func private @{fn}(%x: {x_t}) -> {x_t} {{
+{_executable(f"{fn}_exe", f"{fn}_rows", spec.safe, tag, flat_dims, types)}
+util.func private @{fn}(%x: {x_t}) -> {y_t} {{
   {body}
-  util.return %y : {x_t}
+  util.return %y : {y_t}
 }}
 }}"""
     return fn, text
@@ -78,8 +82,29 @@ def _sizes(dynamic: list[str]) -> str:
     return f"{{{', '.join(dynamic)}}}" if dynamic else ""
 
 
-def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str]) -> str:
-    """The executable; `flat_dims` are the [rows, n] sizes ("?" where dynamic), static ones baked in."""
+def _casts(v: str, chain: Sequence[str], lanes: int, loc: str, name: str) -> tuple[list[str], str]:
+    """Lines converting `v` along the element types in `chain` (vectors of `lanes`, or scalars if 0)."""
+    lines = []
+    for i, (src, dst) in enumerate(zip(chain, chain[1:])):
+        if src == dst:
+            continue
+        if src != "f32" and dst != "f32":  # bf16 <-> f16 through f32
+            lines.append(f"{name}{i}w = arith.extf {v} : {_t(src, lanes)} to {_t('f32', lanes)} {loc}")
+            v, src = f"{name}{i}w", "f32"
+        op = "arith.extf" if dst == "f32" else "arith.truncf"
+        lines.append(f"{name}{i} = {op} {v} : {_t(src, lanes)} to {_t(dst, lanes)} {loc}")
+        v = f"{name}{i}"
+    return lines, v
+
+
+def _t(et: str, lanes: int) -> str:
+    return f"vector<{lanes}x{et}>" if lanes else et
+
+
+def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str], types: tuple[str, str, str]) -> str:
+    """The executable; `flat_dims` are the [rows, n] sizes ("?" where dynamic), static ones baked in;
+    `types`: the element types of x, of what softmax sees, and of the output."""
+    x_et, in_et, out_et = types
     vt = f"vector<{LANES}xf32>"
     lowest = float_literal(torch.finfo(torch.float32).min if safe else float("-inf"), "f32")
     tiny = float_literal(torch.finfo(torch.float32).tiny, "f32")
@@ -87,15 +112,43 @@ def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str]) ->
     total = "%l" if safe else "%s"
     # The layout leaves the offset open: IREE moves a result's offset within its allocation into the subspan
     # (two results in one buffer), and an identity layout would drop it.
-    mem = f"memref<{flat_dims[0]}x{flat_dims[1]}xf32, strided<[{flat_dims[1]}, 1], offset: ?>>"
+    mem_x, mem_y = (f"memref<{flat_dims[0]}x{flat_dims[1]}x{et}, strided<[{flat_dims[1]}, 1], offset: ?>>" for et in (x_et, out_et))
     # While the exp pass works on this row from cache, fetch the next row's cache lines (this VM: 4096x16384
     # f32 65.5 -> 53.0 ms with 1 thread, 34.2 -> 27.2 ms with 2): the memory-bound max pass of the next row
     # then reads from cache, and memory traffic overlaps the exps.
+    line_elements = 64 // _BYTES[x_et]
     prefetch = "\n          ".join(
-        f"%p{k} = arith.addi %j, %o{k} : index\n          memref.prefetch %X[%next, %p{k}], read, locality<3>, data : {mem}"
-        for k in range(LANES // 16))
-    offsets = "\n      ".join(f"%o{k} = arith.constant {16 * k} : index" for k in range(LANES // 16))
+        f"%p{k} = arith.addi %j, %o{k} : index\n          memref.prefetch %X[%next, %p{k}], read, locality<3>, data : {mem_x}"
+        for k in range(LANES // line_elements))
+    offsets = "\n      ".join(f"%o{k} = arith.constant {line_elements * k} : index" for k in range(LANES // line_elements))
     dynamic = _sizes([v for v, d in zip(("%rows", "%n"), flat_dims) if d == "?"])
+
+    def load(mem: str, et: str, chain: tuple[str, ...], lanes: int, step: str, at: str, name: str) -> tuple[str, str]:
+        """(lines, f32 value) reading `mem` at [%r, `at`]: a vector of `lanes`, or one element if 0."""
+        pad = "%zx" if mem == "%X" else "%zy"
+        memref = mem_x if mem == "%X" else mem_y
+        read = (f"{name} = vector.transfer_read {mem}[%r, {at}], {pad} {{in_bounds = [true]}} : {memref}, {_t(et, lanes)}" if lanes
+                else f"{name} = memref.load {mem}[%r, {at}] : {memref}")
+        if chain == ("f32", "bf16", "f32"):
+            return "\n          ".join([read, *round_to_bf16(name, _t("f32", lanes), f"{name}c", f" {tag(step)}")]), f"{name}c"
+        casts, v = _casts(name, chain, lanes, tag(step), f"{name}c")
+        return "\n          ".join([read, *casts]), v
+
+    def store_y(v: str, lanes: int, step: str) -> str:
+        """Lines writing f32 `v` at [%r, %j] of the output."""
+        casts, v = _casts(v, ("f32", out_et), lanes, tag(step), "%t")
+        write = (f"vector.transfer_write {v}, %Y[%r, %j] {{in_bounds = [true]}} : {_t(out_et, lanes)}, {mem_y}" if lanes
+                 else f"memref.store {v}, %Y[%r, %j] : {mem_y}")
+        return "\n          ".join([*casts, write])
+
+    x_chain, y_chain = (x_et, in_et, "f32"), (out_et, "f32")
+    max_v, max_v_f = load("%X", x_et, x_chain, LANES, "1", "%j", "%v")
+    max_s, max_s_f = load("%X", x_et, x_chain, 0, "1", "%j", "%v")
+    exp_v, exp_v_f = load("%X", x_et, x_chain, LANES, "2", "%j", "%v")
+    exp_s, exp_s_f = load("%X", x_et, x_chain, 0, "2", "%j", "%v")
+    scale_v, scale_v_f = load("%Y", out_et, y_chain, LANES, "4", "%j", "%w")
+    scale_s, scale_s_f = load("%Y", out_et, y_chain, 0, "4", "%j", "%w")
+
     return f"""stream.executable private @{name} {{
   stream.executable.export public @{entry} workgroups(%rows: index, %per: index) -> (index, index, index) {{
     %count = arith.ceildivui %rows, %per : index
@@ -110,12 +163,14 @@ def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str]) ->
       {offsets}
       %lowest = arith.constant {lowest} : f32
       %zero = arith.constant 0.0 : f32
+      %zx = arith.constant 0.0 : {x_et}
+      %zy = arith.constant 0.0 : {out_et}
       %one = arith.constant 1.0 : f32
       %tiny = arith.constant {tiny} : f32
       %vlowest = vector.broadcast %lowest : f32 to {vt}
       %vzero = vector.broadcast %zero : f32 to {vt}
-      %X = stream.binding.subspan %in[%c0] : !stream.binding -> {mem}{dynamic}
-      %Y = stream.binding.subspan %out[%c0] : !stream.binding -> {mem}{dynamic}
+      %X = stream.binding.subspan %in[%c0] : !stream.binding -> {mem_x}{dynamic}
+      %Y = stream.binding.subspan %out[%c0] : !stream.binding -> {mem_y}{dynamic}
       %wg = hal.interface.workgroup.id[0] : index
       %r0 = arith.muli %wg, %per : index
       %r1a = arith.addi %r0, %per : index
@@ -124,14 +179,14 @@ def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str]) ->
       %nv = arith.subi %n, %tail : index
       scf.for %r = %r0 to %r1 step %c1 {{
         %vm = scf.for %j = %c0 to %nv step %lanes iter_args(%acc = %vlowest) -> ({vt}) {{
-          %v = vector.transfer_read %X[%r, %j], %zero {{in_bounds = [true]}} : {mem}, {vt}
-          %a = {MAX_OP} %acc, %v : {vt} {tag('1')}
+          {max_v}
+          %a = {MAX_OP} %acc, {max_v_f} : {vt} {tag('1')}
           scf.yield %a : {vt}
         }}
         %m0 = vector.reduction <maxnumf>, %vm : {vt} into f32 {tag('1')}
         %m = scf.for %j = %nv to %n step %c1 iter_args(%acc = %m0) -> (f32) {{
-          %v = memref.load %X[%r, %j] : {mem}
-          %a = {MAX_OP} %acc, %v : f32 {tag('1')}
+          {max_s}
+          %a = {MAX_OP} %acc, {max_s_f} : f32 {tag('1')}
           scf.yield %a : f32
         }}
         %vmb = vector.broadcast %m : f32 to {vt}
@@ -139,20 +194,20 @@ def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str]) ->
         %last = arith.subi %rows, %c1 : index
         %next = arith.minui %next0, %last : index
         %vs = scf.for %j = %c0 to %nv step %lanes iter_args(%acc = %vzero) -> ({vt}) {{
-          %v = vector.transfer_read %X[%r, %j], %zero {{in_bounds = [true]}} : {mem}, {vt}
-          %d = arith.subf %v, %vmb : {vt} {tag('2')}
+          {exp_v}
+          %d = arith.subf {exp_v_f}, %vmb : {vt} {tag('2')}
           {prefetch}
           %z = math.exp %d : {vt} {tag('2')}
-          vector.transfer_write %z, %Y[%r, %j] {{in_bounds = [true]}} : {vt}, {mem}
+          {store_y('%z', LANES, '2')}
           %a = arith.addf %acc, %z : {vt} {tag('3')}
           scf.yield %a : {vt}
         }}
         %s0 = vector.reduction <add>, %vs : {vt} into f32 {tag('3')}
         %s = scf.for %j = %nv to %n step %c1 iter_args(%acc = %s0) -> (f32) {{
-          %v = memref.load %X[%r, %j] : {mem}
-          %d = arith.subf %v, %m : f32 {tag('2')}
+          {exp_s}
+          %d = arith.subf {exp_s_f}, %m : f32 {tag('2')}
           %z = math.exp %d : f32 {tag('2')}
-          memref.store %z, %Y[%r, %j] : {mem}
+          {store_y('%z', 0, '2')}
           %a = arith.addf %acc, %z : f32 {tag('3')}
           scf.yield %a : f32
         }}
@@ -160,17 +215,20 @@ def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str]) ->
         %inv = arith.divf %one, {total} : f32 {tag('4')}
         %vinv = vector.broadcast %inv : f32 to {vt}
         scf.for %j = %c0 to %nv step %lanes {{
-          %z = vector.transfer_read %Y[%r, %j], %zero {{in_bounds = [true]}} : {mem}, {vt}
-          %y = arith.mulf %z, %vinv : {vt} {tag('4')}
-          vector.transfer_write %y, %Y[%r, %j] {{in_bounds = [true]}} : {vt}, {mem}
+          {scale_v}
+          %y = arith.mulf {scale_v_f}, %vinv : {vt} {tag('4')}
+          {store_y('%y', LANES, '4')}
         }}
         scf.for %j = %nv to %n step %c1 {{
-          %z = memref.load %Y[%r, %j] : {mem}
-          %y = arith.mulf %z, %inv : f32 {tag('4')}
-          memref.store %y, %Y[%r, %j] : {mem}
+          {scale_s}
+          %y = arith.mulf {scale_s_f}, %inv : f32 {tag('4')}
+          {store_y('%y', 0, '4')}
         }}
       }}
       return
     }}
   }}
 }}"""
+
+
+_BYTES = {"f32": 4, "bf16": 2, "f16": 2}

@@ -116,12 +116,13 @@ class Plan:
 
 
 IN_OUTPUT_PLAN = "1234"  # what `inplace` computes: every step in one group, exp once, z kept in y
-IN_OUTPUT_ACCEPTS = "a float32 softmax over the innermost dim"
+IN_OUTPUT_DTYPES = ("float32", "bfloat16", "float16")
+IN_OUTPUT_ACCEPTS = "a softmax over the innermost dim in float32, bfloat16 or float16"
 
 
 def in_output_applies(innermost: bool, dtypes: set[str]) -> bool:
-    """Whether `inplace`'s kernel takes a softmax: x, softmax and output dtypes all float32, innermost dim."""
-    return innermost and dtypes == {"float32"}
+    """Whether `inplace`'s kernel takes a softmax: innermost dim, x, softmax and output dtypes among IN_OUTPUT_DTYPES."""
+    return innermost and bool(dtypes) and dtypes <= set(IN_OUTPUT_DTYPES)
 
 
 FUSED = Plan(groups=(), name="fused")

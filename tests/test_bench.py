@@ -53,7 +53,7 @@ def test_one_case_from_the_command_line(tmp_path):
                  "--no-inductor", "--quiet", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())
     assert {(tuple(r["shape"]), r["dim"], r["dtype"], r["threads"]) for r in rows} == {((64, 300), 0, "bfloat16", 1)}
-    # every preset that takes a bf16 softmax over dim 0 (`inplace` takes float32 over the innermost dim only)
+    # every preset that takes a bf16 softmax over dim 0 (`inplace` takes the innermost dim only)
     assert {r["method"] for r in rows} == {*PRESETS, *PEERS} - {"inplace", "inductor"}
     assert "### 64x300 dim 0 bfloat16 1t" in (tmp_path / "report.md").read_text()
     assert main(["bench", "--shape", "64xabc", "--out", str(tmp_path)]) == 2

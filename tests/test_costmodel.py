@@ -49,7 +49,8 @@ def test_a_calibration_offers_inplace_only_where_the_site_takes_it():
     cal = {"cases": [dict(CALIBRATION["cases"][0], times={**CALIBRATION["cases"][0]["times"], "inplace": 30.0})]}
     assert AutoChooser("cpu", 2, cal).choose(4096, 16384, True)[0].label == "inplace"
     assert AutoChooser("cpu", 2, cal).choose(4096, 16384, True, in_output=False)[0].label == "split"
-    assert AutoChooser("cpu", 2, cal).choose(4096, 16384, True, "bfloat16")[0].label == "split"
+    assert AutoChooser("cpu", 2, cal).choose(4096, 16384, True, "bfloat16")[0].label == "inplace"
+    assert AutoChooser("cpu", 2, cal).choose(4096, 16384, True, "float64")[0].label == "split"
 
 
 def test_fused_is_a_candidate_only_with_a_measured_stack_within_the_limit():
@@ -69,7 +70,8 @@ def test_gpu_rule_and_dynamic_shapes():
     assert gpu(Site((8, 128), 0))[0].label == "remat"
     plan, why = AutoChooser("cpu", 2, CALIBRATION)(Site((8, "s0"), 1))  # a symbolic size
     assert plan.label == "inplace" and "dynamic shape" in why
-    assert AutoChooser("cpu", 2, CALIBRATION)(Site((8, "s0"), 1, torch.bfloat16))[0].label == "remat"  # inplace: f32 only
+    assert AutoChooser("cpu", 2, CALIBRATION)(Site((8, "s0"), 1, torch.bfloat16))[0].label == "inplace"
+    assert AutoChooser("cpu", 2, CALIBRATION)(Site((8, "s0"), 1, torch.float64))[0].label == "remat"  # inplace: no float64
     assert AutoChooser("cpu", 2, CALIBRATION)(Site(("s0", 8), 0))[0].label == "remat"  # inplace: innermost only
 
 

@@ -273,6 +273,22 @@ def test_float64_is_refused_at_export():
         fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 33, dtype=torch.float64),))
 
 
+class _CastToBf16(torch.nn.Module):
+    def forward(self, x):
+        return torch.softmax(x, -1, dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("policy", [*PRESETS, "inplace"])
+def test_a_cast_to_bfloat16_before_softmax_rounds_x(policy):
+    """softmax(x_f32, dtype=bfloat16) is the softmax of x rounded to bf16 (quirks.BF16_ROUND_TRIP_FIXED_IN)."""
+    x = torch.randn(64, 1000, generator=torch.Generator().manual_seed(0)) * 8
+    got = fxsoftmax.export(_CastToBf16(), (x,), policy=policy)(x).double()
+    rounded, unrounded = (torch.softmax(t.double(), -1) for t in (x.bfloat16(), x))
+    eps = torch.finfo(torch.bfloat16).eps
+    assert ((got - rounded).abs() <= eps * (rounded + 2**-126)).all()
+    assert not ((got - unrounded).abs() <= eps * (unrounded + 2**-126)).all()  # the rounding matters here
+
+
 @pytest.mark.parametrize("policy", ["fused", *PRESETS])
 def test_zero_size_dims_give_pytorchs_empty_result(policy):
     for shape, dim in [((5, 0, 0), -1), ((5, 0), -1), ((0, 7), -1), ((3, 0, 4), 1)]:

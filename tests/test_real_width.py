@@ -90,3 +90,21 @@ def test_llama_width_layer_input_ids_alone(decoder, policy):
     art = fxsoftmax.export(decoder, (ids,), policy=policy)
     with torch.no_grad():
         _check(art, policy, art(ids), decoder(ids))
+
+
+@pytest.mark.parametrize("policy", ["inplace", "auto"])
+def test_bert_base_width_bfloat16_layer_with_padding_mask(encoder, policy):
+    """A bf16 model: `inplace` keeps z rounded to bf16 in the output; the layer stays as close to the float32
+    model as eager bf16 does (within 2x its error)."""
+    ids = torch.randint(0, 30000, (2, 64), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(2, 64, dtype=torch.int64)
+    mask[1, 40:] = 0
+    model = Encoder().to(torch.bfloat16)
+    art = fxsoftmax.export(model, (ids, mask), policy=policy)
+    assert art.sites[0].plan == "inplace"
+    with torch.no_grad():
+        exact, eager, got = encoder(ids, mask), model(ids, mask).float(), art(ids, mask)
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - exact).abs().max().item() <= 2 * (eager - exact).abs().max().item()
+    report = fxsoftmax.inspect(art, stack=False)
+    assert report.sites[0].matches_plan and len(report.sites[0].dispatches) == 1
