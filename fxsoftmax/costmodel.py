@@ -108,7 +108,12 @@ def predict_dispatches_ms(plan: Plan, rows: int, row: int, innermost: bool, dtyp
             row_stays = innermost and (read_bytes + write_bytes) // rows <= constants.l2_bytes // 2
             rereads = 0.0 if row_stays else (w.passes - 1) * read_bytes * reduce_read
         exps = w.exps * elements * k.exp_ns_per_element[dtype] * (constants.vector_lanes_f32 if w.scalar else 1)
-        times.append((memory + rereads + w.passes * per_pass + exps + k.dispatch_us * 1e3) * 1e-6)
+        # a full-size result in a 16-bit dtype is rounded from f32 once per element (`inplace`: z, then y)
+        narrow_writes = sum(nbytes[t] < 4 * elements for t in w.writes) * (2 if plan.in_output else 1)
+        compute = w.passes * per_pass + exps + narrow_writes * k.narrow_write_ns_per_element[dtype] * elements
+        if plan.in_output:  # it prefetches, so its traffic and compute overlap
+            memory, compute = 0.0, max(memory, compute)
+        times.append((memory + rereads + compute + constants.at(threads).dispatch_us * 1e3) * 1e-6)  # the executor's cost
     return times
 
 

@@ -123,12 +123,13 @@ def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str], ty
     offsets = "\n      ".join(f"%o{k} = arith.constant {line_elements * k} : index" for k in range(LANES // line_elements))
     dynamic = _sizes([v for v, d in zip(("%rows", "%n"), flat_dims) if d == "?"])
 
-    def load(mem: str, et: str, chain: tuple[str, ...], lanes: int, step: str, at: str, name: str) -> tuple[str, str]:
-        """(lines, f32 value) reading `mem` at [%r, `at`]: a vector of `lanes`, or one element if 0."""
-        pad = "%zx" if mem == "%X" else "%zy"
-        memref = mem_x if mem == "%X" else mem_y
-        read = (f"{name} = vector.transfer_read {mem}[%r, {at}], {pad} {{in_bounds = [true]}} : {memref}, {_t(et, lanes)}" if lanes
-                else f"{name} = memref.load {mem}[%r, {at}] : {memref}")
+    def load(tensor: str, lanes: int, step: str) -> tuple[str, str]:
+        """(lines, f32 value) reading x or y at [%r, %j]: a vector of `lanes`, or one element if 0."""
+        mem, pad, memref, et, chain = (("%X", "%zx", mem_x, x_et, (x_et, in_et, "f32")) if tensor == "x"
+                                       else ("%Y", "%zy", mem_y, out_et, (out_et, "f32")))
+        name = f"%{tensor}v"
+        read = (f"{name} = vector.transfer_read {mem}[%r, %j], {pad} {{in_bounds = [true]}} : {memref}, {_t(et, lanes)}" if lanes
+                else f"{name} = memref.load {mem}[%r, %j] : {memref}")
         if chain == ("f32", "bf16", "f32"):
             return "\n          ".join([read, *round_to_bf16(name, _t("f32", lanes), f"{name}c", f" {tag(step)}")]), f"{name}c"
         casts, v = _casts(name, chain, lanes, tag(step), f"{name}c")
@@ -141,13 +142,12 @@ def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str], ty
                  else f"memref.store {v}, %Y[%r, %j] : {mem_y}")
         return "\n          ".join([*casts, write])
 
-    x_chain, y_chain = (x_et, in_et, "f32"), (out_et, "f32")
-    max_v, max_v_f = load("%X", x_et, x_chain, LANES, "1", "%j", "%v")
-    max_s, max_s_f = load("%X", x_et, x_chain, 0, "1", "%j", "%v")
-    exp_v, exp_v_f = load("%X", x_et, x_chain, LANES, "2", "%j", "%v")
-    exp_s, exp_s_f = load("%X", x_et, x_chain, 0, "2", "%j", "%v")
-    scale_v, scale_v_f = load("%Y", out_et, y_chain, LANES, "4", "%j", "%w")
-    scale_s, scale_s_f = load("%Y", out_et, y_chain, 0, "4", "%j", "%w")
+    max_v, max_v_f = load("x", LANES, "1")
+    max_s, max_s_f = load("x", 0, "1")
+    exp_v, exp_v_f = load("x", LANES, "2")
+    exp_s, exp_s_f = load("x", 0, "2")
+    scale_v, scale_v_f = load("y", LANES, "4")
+    scale_s, scale_s_f = load("y", 0, "4")
 
     return f"""stream.executable private @{name} {{
   stream.executable.export public @{entry} workgroups(%rows: index, %per: index) -> (index, index, index) {{

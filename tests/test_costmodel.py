@@ -114,23 +114,29 @@ def test_this_machines_calibration_wins_and_the_packaged_one_is_the_fallback(tmp
 
 
 def _constants(**overrides) -> Constants:
-    """Round made-up machine constants: 1 ns/B memory, 0.1 ns per in-cache pass, 1 ns per exp, 2 MiB L2."""
+    """Round made-up machine constants: 1 ns/B memory, 0.1 ns per in-cache pass, 1 ns per exp, 0.5 ns per
+    bf16 element written, 2 MiB L2."""
     per = dict(read_ns_per_byte={"mid": 0.5, "large": 1.0}, write_ns_per_byte={"mid": 0.5, "large": 1.0},
                columns_read_ns_per_byte=1.0, pass_ns_per_element={"float32": 0.1, "bfloat16": 0.1},
-               exp_ns_per_element={"float32": 1.0, "bfloat16": 1.0}, dispatch_us=1.0, call_us=2.0)
+               exp_ns_per_element={"float32": 1.0, "bfloat16": 1.0}, dispatch_us=1.0, call_us=2.0,
+               narrow_write_ns_per_element={"float32": 0.0, "bfloat16": 0.5})
     per.update(overrides)
     return Constants("test", 2, 2 << 20, 16, {1: Threads(**per), 2: Threads(**per)})
 
 
 def test_the_model_counts_what_each_plan_moves_and_computes():
     c = _constants()
-    predict = lambda p, rows=4096, row=16384, last=True: predict_ms(parse_policy(p), rows, row, last, "float32", 1, c)  # noqa: E731
+    predict = lambda p, rows=4096, row=16384, dtype="float32": predict_ms(parse_policy(p), rows, row, True, dtype, 1, c)  # noqa: E731
     n = 4096 * 16384
-    # inplace: x read once, y written once (large: 1 ns/B), 3 passes in cache, 1 exp per element, 1 dispatch, 1 call
-    assert predict("inplace") == pytest.approx((n * 4 * 2 + n * 0.3 + n * 1.0) * 1e-6 + 1e-3 + 2e-3)
-    assert predict("fused") - predict("inplace") == pytest.approx(n * 1.0 * 1e-6)  # the second exp
-    # split stores z: one more full write and read than inplace, one more dispatch, the same exps
-    assert predict("split") - predict("inplace") == pytest.approx(n * 4 * 2 * 1e-6 + n * 0.1 * 1e-6 + 1e-3, rel=1e-3)
+    # fused: x read once, y written once (large: 1 ns/B), 3 passes in cache, 2 exps per element, 1 dispatch, 1 call
+    assert predict("fused") == pytest.approx((n * 4 * 2 + n * 0.3 + n * 2.0) * 1e-6 + 1e-3 + 2e-3)
+    # inplace: the same traffic, one exp, and it prefetches: its traffic and its compute overlap
+    assert predict("inplace") == pytest.approx(max(n * 4 * 2, n * 0.3 + n * 1.0) * 1e-6 + 1e-3 + 2e-3)
+    # split stores z: one more full write and read than fused, one more pass and dispatch, one exp fewer
+    assert predict("split") - predict("fused") == pytest.approx(n * (4 * 2 + 0.1 - 1.0) * 1e-6 + 1e-3, rel=1e-3)
+    # bf16: half the bytes; each element of a bf16 result is rounded as written (inplace: z, then y)
+    assert predict("fused", rows=8192, dtype="bfloat16") == pytest.approx(2 * n * (2 * 2 + 0.3 + 2.0 + 0.5) * 1e-6 + 3e-3)
+    assert predict("inplace", rows=64, dtype="bfloat16") == pytest.approx((64 * 16384 * (0.3 + 1.0 + 2 * 0.5)) * 1e-6 + 3e-3)
     # a row too long for L2 rereads x from memory for each further pass
     assert predict("inplace", rows=1, row=1 << 24) > predict("inplace", rows=1024, row=1 << 14)
 
