@@ -141,11 +141,17 @@ def test_the_model_counts_what_each_plan_moves_and_computes():
     assert predict("inplace", rows=1, row=1 << 24) > predict("inplace", rows=1024, row=1 << 14)
 
 
-def test_a_reduction_spreads_whole_rows_over_threads():
-    c = _constants()
-    one_row = predict_ms(parse_policy("split"), 1, 1 << 20, True, "float32", 2, c)
-    assert one_row == predict_ms(parse_policy("split"), 1, 1 << 20, True, "float32", 1, c)  # nothing to share
-    assert dispatch_work(parse_policy("per-step"))[1].reductions == 0  # exp alone: elementwise, every thread
+def test_threads_share_whole_rows():
+    one = _constants().at(1)
+    two = Threads(**{k: {d: x / 2 for d, x in v.items()} if isinstance(v, dict) else v / 2 if k.endswith("per_byte") else v
+                     for k, v in vars(one).items()})  # two threads: half the aggregate cost per byte and per element
+    c = Constants("test", 2, 2 << 20, 16, {1: one, 2: two})
+    for plan in ("split", "per-step"):  # per-step's exp and scale dispatches are elementwise: no more threads either
+        one_row = [predict_ms(parse_policy(plan), 1, 1 << 20, True, "float32", t, c) for t in (1, 2)]
+        assert one_row[0] == one_row[1]
+        rows = [predict_ms(parse_policy(plan), 64, 1 << 14, True, "float32", t, c) for t in (1, 2)]
+        assert rows[1] < 0.6 * rows[0]
+    assert dispatch_work(parse_policy("per-step"))[1].reductions == 0
 
 
 def test_auto_leaves_fused_out_for_an_outer_dim():
