@@ -1,7 +1,7 @@
 """This machine: what reports say about it (`describe`), and the few constants of its CPU that `auto`'s
 cost model needs, measured with IREE in seconds on first use and cached per machine: memory read and
-write cost, an in-cache pass and an exp per element and dtype, and the cost of a dispatch, each with one
-thread and with all cores."""
+write cost, an in-cache pass and an exp per element and dtype, rounding a result to bf16, and the cost of a
+dispatch, each with one thread and with all cores."""
 
 from __future__ import annotations
 

@@ -54,16 +54,17 @@ def test_unknown_family_is_refused():
 LOW_PRECISION_ATOL = {torch.bfloat16: 2**-7, torch.float16: 2**-9}
 
 
+@pytest.mark.parametrize("policy", ["split", "inplace"])
 @pytest.mark.parametrize("dtype", list(LOW_PRECISION_ATOL), ids=str)
 @pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
-def test_decoders_with_low_precision_weights(name, dtype):
+def test_decoders_with_low_precision_weights(name, dtype, policy):
     import fxsoftmax
 
     zm = zoo_model(name, dtype=dtype, mask=True)
     with torch.no_grad():
         want = zm.output(zm.model(*zm.args, **zm.kwargs))
-    art = fxsoftmax.export(zm.model, zm.args, zm.kwargs, policy="split")
+    art = fxsoftmax.export(zm.model, zm.args, zm.kwargs, policy=policy)
     got = zm.output(art(*zm.args, **zm.kwargs))
     assert got.dtype == dtype and want.abs().max().item() < 1
     assert (got.float() - want.float()).abs().max().item() <= LOW_PRECISION_ATOL[dtype]
-    assert [s.status for s in art.sites] == ["rewritten"]
+    assert [(s.status, s.plan) for s in art.sites] == [("rewritten", policy)]
