@@ -61,7 +61,7 @@ def _convert(b: _Body, v: str, src: str, dst: str, loc: str) -> str:
 
 def round_to_bf16(v: str, ftype: str, name: str, loc: str) -> list[str]:
     """Lines rounding f32 `v` (type `ftype`: f32 or a vector of it) to the nearest bf16 value, still as f32,
-    into `name`. IREE 3.9's bf16 emulation folds `extf(truncf(v))` back to `v` (quirks.BF16_ROUND_TRIP)."""
+    into `name`. IREE's bf16 emulation folds `extf(truncf(v))` back to `v` (quirks.BF16_ROUND_TRIP_FIXED_IN)."""
     itype = ftype.replace("f32", "i32")
     const = (lambda k: f"arith.constant dense<{k}> : {itype}") if ftype != "f32" else (lambda k: f"arith.constant {k} : i32")
     return [f"{name}k16 = {const(16)}", f"{name}k1 = {const(1)}", f"{name}kr = {const(0x7FFF)}", f"{name}km = {const(-65536)}",
@@ -69,11 +69,7 @@ def round_to_bf16(v: str, ftype: str, name: str, loc: str) -> list[str]:
             f"{name}o = arith.andi {name}s, {name}k1 : {itype}{loc}", f"{name}h = arith.addi {name}o, {name}kr : {itype}{loc}",
             f"{name}a = arith.addi {name}b, {name}h : {itype}{loc}", f"{name}m = arith.andi {name}a, {name}km : {itype}{loc}",
             f"{name}r = arith.bitcast {name}m : {itype} to {ftype}{loc}", f"{name}n = arith.cmpf uno, {v}, {v} : {ftype}{loc}",
-            f"{name} = arith.select {name}n, {v}, {name}r : {_mask(ftype)}, {ftype}{loc}"]
-
-
-def _mask(ftype: str) -> str:
-    return ftype.replace("f32", "i1")
+            f"{name} = arith.select {name}n, {v}, {name}r : {ftype.replace('f32', 'i1')}, {ftype}{loc}"]
 
 
 def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]]) -> tuple[str, str]:
