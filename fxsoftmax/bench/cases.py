@@ -41,7 +41,7 @@ class Case:
 
     @property
     def presets(self) -> tuple[str, ...]:
-        """The presets that take this case (`inplace` only a float32 softmax over the innermost dim)."""
+        """The presets that take this case (`inplace` only over the innermost dim)."""
         return tuple(p for p in PRESETS if p != IN_OUTPUT or in_output_applies(self.last_dim, {self.dtype}))
 
     @property

@@ -140,7 +140,7 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
 
 
 def _check_in_output(site: SoftmaxSite) -> None:
-    """`inplace`'s kernel takes a float32 softmax over the innermost dim."""
+    """`inplace`'s kernel takes a softmax over the innermost dim in policy.IN_OUTPUT_DTYPES."""
     dtypes = {dtype_name(d) for d in (site.x_dtype, site.in_dtype, site.compute_dtype, site.out_dtype)}
     innermost = site.dim == len(site.shape) - 1
     if not in_output_applies(innermost, dtypes):
