@@ -52,6 +52,11 @@ def decoder():
 
 def _check(art, policy, got, want):
     assert (got - want).abs().max().item() <= 1e-4, policy
+    return _check_plan(art)
+
+
+def _check_plan(art):
+    """One site, whose dispatches IREE made are the plan's."""
     report = fxsoftmax.inspect(art, stack=False)
     assert len(report.sites) == 1 and report.sites[0].matches_plan, report.sites[0].problem
     plan = parse_policy(art.sites[0].plan)
@@ -101,10 +106,9 @@ def test_bert_base_width_bfloat16_layer_with_padding_mask(encoder, policy):
     mask[1, 40:] = 0
     model = Encoder().to(torch.bfloat16)
     art = fxsoftmax.export(model, (ids, mask), policy=policy)
-    assert art.sites[0].plan == "inplace"
     with torch.no_grad():
         exact, eager, got = encoder(ids, mask), model(ids, mask).float(), art(ids, mask)
     assert got.dtype == torch.bfloat16
     assert (got.float() - exact).abs().max().item() <= 2 * (eager - exact).abs().max().item()
-    report = fxsoftmax.inspect(art, stack=False)
-    assert report.sites[0].matches_plan and len(report.sites[0].dispatches) == 1
+    _check_plan(art)
+    assert policy == "auto" or art.sites[0].plan == "inplace"
