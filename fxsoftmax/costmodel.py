@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import machine, quirks
+from .group import dtype_name
 from .policy import IN_OUTPUT, Plan, in_output_applies, parse_policy
 
 PACKAGED = os.path.join(os.path.dirname(__file__), "data", "calibration_cpu.json")
@@ -93,16 +94,17 @@ def predict_dispatches_ms(plan: Plan, rows: int, row: int, innermost: bool, dtyp
     dtype = dtype if dtype in machine.DTYPES else "float32"
     work = dispatch_work(plan)
     footprint = nbytes["x"] + sum(nbytes[t] for w in work for t in w.writes)
+    # whole rows per thread: with fewer rows than threads even an elementwise dispatch gains nothing, as the
+    # reductions before it left the rows in their cores' caches (1x1048576 bf16 here: per-step 0.786 ms with
+    # 1 thread, 0.80 with 2; remat 0.969 and 0.996)
+    used = min(threads, rows)
+    k = constants.at(used)
+    per_pass = k.pass_ns_per_element[dtype] * elements
+    read, write = constants.memory_ns_per_byte(used, footprint)
+    reduce_read = read if innermost else read * k.columns_read_ns_per_byte / k.read_ns_per_byte["mid"]
+    dispatch_ns = constants.at(threads).dispatch_us * 1e3  # the executor's cost, all its threads
     times = []
     for w in work:
-        # whole rows per thread: with fewer rows than threads even an elementwise dispatch gains nothing, as the
-        # reductions before it left the rows in their cores' caches (1x1048576 bf16 here: per-step 0.786 ms with
-        # 1 thread, 0.80 with 2; remat 0.969 and 0.996)
-        used = min(threads, rows)
-        k = constants.at(used)
-        per_pass = k.pass_ns_per_element[dtype] * elements
-        read, write = constants.memory_ns_per_byte(used, footprint)
-        reduce_read = read if innermost else read * k.columns_read_ns_per_byte / k.read_ns_per_byte["mid"]
         read_bytes, write_bytes = sum(nbytes[t] for t in w.reads), sum(nbytes[t] for t in w.writes)
         if footprint <= constants.l2_bytes * used:  # everything stays in L2
             memory, rereads = (len(w.reads) + len(w.writes)) * per_pass, 0.0
@@ -116,7 +118,7 @@ def predict_dispatches_ms(plan: Plan, rows: int, row: int, innermost: bool, dtyp
         compute = w.passes * per_pass + exps + narrow_writes * k.narrow_write_ns_per_element[dtype] * elements
         if plan.in_output:  # it prefetches, so its traffic and compute overlap
             memory, compute = 0.0, max(memory, compute)
-        times.append((memory + rereads + compute + constants.at(threads).dispatch_us * 1e3) * 1e-6)  # the executor's cost
+        times.append((memory + rereads + compute + dispatch_ns) * 1e-6)
     return times
 
 
@@ -151,7 +153,7 @@ class AutoChooser:
             name = "fused" if last else "remat"
             why = "GPU rule: one kernel, exp recomputed" if last else "GPU rule: non-innermost reduction -> remat"
             return parse_policy(name), f"auto: {why}"
-        dtypes = {str(getattr(site, a, site.compute_dtype)).replace("torch.", "") for a in ("x_dtype", "in_dtype", "compute_dtype", "out_dtype")}
+        dtypes = {dtype_name(getattr(site, a, site.compute_dtype)) for a in ("x_dtype", "in_dtype", "compute_dtype", "out_dtype")}
         in_output = in_output_applies(last, dtypes)
         if not shape or any(not isinstance(d, int) for d in shape):
             if in_output:
@@ -160,7 +162,7 @@ class AutoChooser:
         row = shape[dim]
         if math.prod(shape) == 0:
             return parse_policy("split"), "auto: empty tensor, nothing to compute -> split"
-        in_dtype = str(getattr(site, "in_dtype", site.compute_dtype)).replace("torch.", "")
+        in_dtype = dtype_name(getattr(site, "in_dtype", site.compute_dtype))
         return self.choose(math.prod(shape) // row, row, last, in_dtype, in_output=in_output)
 
     def choose(self, rows: int, row: int, last: bool, dtype: str = "float32", in_output: bool = True) -> tuple[Plan, str]:

@@ -19,7 +19,7 @@ from .quirks import MAX_OP
 from .tags import step_tag
 
 ELEMENT_TYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "float64": "f64", "bool": "i1"}
-_WIDTH = {"f64": 64, "f32": 32, "f16": 16, "bf16": 16}
+WIDTH = {"f64": 64, "f32": 32, "f16": 16, "bf16": 16}
 _BITS_DTYPE = {"f64": torch.int64, "f32": torch.int32, "f16": torch.int16, "bf16": torch.int16}
 _TORCH = {"f64": torch.float64, "f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
@@ -27,11 +27,11 @@ _TORCH = {"f64": torch.float64, "f32": torch.float32, "f16": torch.float16, "bf1
 def float_literal(value: float, et: str) -> str:
     """An exact MLIR float literal (hex bit pattern) of `value` in element type `et`."""
     bits = torch.tensor([value], dtype=_TORCH[et]).view(_BITS_DTYPE[et]).item()
-    width = _WIDTH[et]
+    width = WIDTH[et]
     return f"0x{bits & ((1 << width) - 1):0{width // 4}X}"
 
 
-class _Body:
+class Body:
     """Lines of one function, with fresh SSA names."""
 
     def __init__(self) -> None:
@@ -48,28 +48,40 @@ class _Body:
         return name
 
 
-def _convert(b: _Body, v: str, src: str, dst: str, loc: str) -> str:
+def typed(et: str, lanes: int = 0) -> str:
+    """Element type `et`, or a vector of `lanes` of it."""
+    return f"vector<{lanes}x{et}>" if lanes else et
+
+
+def _convert(b: Body, v: str, src: str, dst: str, loc: str, lanes: int = 0) -> str:
     if src == dst:
         return v
     if src == "i1":
-        return b.emit(f"arith.uitofp {v} : i1 to {dst}{loc}")
-    if _WIDTH[src] == _WIDTH[dst]:  # f16 <-> bf16 through f32
-        v, src = b.emit(f"arith.extf {v} : {src} to f32{loc}"), "f32"
-    op = "arith.extf" if _WIDTH[src] < _WIDTH[dst] else "arith.truncf"
-    return b.emit(f"{op} {v} : {src} to {dst}{loc}")
+        return b.emit(f"arith.uitofp {v} : {typed('i1', lanes)} to {typed(dst, lanes)}{loc}")
+    if WIDTH[src] == WIDTH[dst]:  # f16 <-> bf16 through f32
+        v, src = b.emit(f"arith.extf {v} : {typed(src, lanes)} to {typed('f32', lanes)}{loc}"), "f32"
+    op = "arith.extf" if WIDTH[src] < WIDTH[dst] else "arith.truncf"
+    return b.emit(f"{op} {v} : {typed(src, lanes)} to {typed(dst, lanes)}{loc}")
 
 
-def round_to_bf16(v: str, ftype: str, name: str, loc: str) -> list[str]:
-    """Lines rounding f32 `v` (type `ftype`: f32 or a vector of it) to the nearest bf16 value, still as f32,
-    into `name`. IREE's bf16 emulation folds `extf(truncf(v))` back to `v` (quirks.BF16_ROUND_TRIP_FIXED_IN)."""
-    itype = ftype.replace("f32", "i32")
-    const = (lambda k: f"arith.constant dense<{k}> : {itype}") if ftype != "f32" else (lambda k: f"arith.constant {k} : i32")
-    return [f"{name}k16 = {const(16)}", f"{name}k1 = {const(1)}", f"{name}kr = {const(0x7FFF)}", f"{name}km = {const(-65536)}",
-            f"{name}b = arith.bitcast {v} : {ftype} to {itype}{loc}", f"{name}s = arith.shrui {name}b, {name}k16 : {itype}{loc}",
-            f"{name}o = arith.andi {name}s, {name}k1 : {itype}{loc}", f"{name}h = arith.addi {name}o, {name}kr : {itype}{loc}",
-            f"{name}a = arith.addi {name}b, {name}h : {itype}{loc}", f"{name}m = arith.andi {name}a, {name}km : {itype}{loc}",
-            f"{name}r = arith.bitcast {name}m : {itype} to {ftype}{loc}", f"{name}n = arith.cmpf uno, {v}, {v} : {ftype}{loc}",
-            f"{name} = arith.select {name}n, {v}, {name}r : {ftype.replace('f32', 'i1')}, {ftype}{loc}"]
+def cast_through(b: Body, v: str, src: str, via: str, dst: str, loc: str, lanes: int = 0) -> str:
+    """`v` (element type `src`, or vectors of `lanes` of it) cast to `via`, then to `dst`: softmax(x, dtype=via)
+    rounds x to `via` even when it computes in a wider `dst`."""
+    if (src, via, dst) == ("f32", "bf16", "f32"):  # IREE folds extf(truncf(v)): quirks.BF16_ROUND_TRIP_FIXED_IN
+        return _round_to_bf16(b, v, loc, lanes)
+    return _convert(b, _convert(b, v, src, via, loc, lanes), via, dst, loc, lanes)
+
+
+def _round_to_bf16(b: Body, v: str, loc: str, lanes: int) -> str:
+    """f32 `v` rounded to the nearest bf16 value (ties to even, NaN kept), still as f32, with integer ops."""
+    ftype, itype = typed("f32", lanes), typed("i32", lanes)
+    const = lambda k: b.emit(f"arith.constant dense<{k}> : {itype}" if lanes else f"arith.constant {k} : i32", "k")  # noqa: E731
+    bits = b.emit(f"arith.bitcast {v} : {ftype} to {itype}{loc}")
+    odd = b.emit(f"arith.andi {b.emit(f'arith.shrui {bits}, {const(16)} : {itype}{loc}')}, {const(1)} : {itype}{loc}")
+    rounded = b.emit(f"arith.addi {bits}, {b.emit(f'arith.addi {odd}, {const(0x7FFF)} : {itype}{loc}')} : {itype}{loc}")
+    value = b.emit(f"arith.bitcast {b.emit(f'arith.andi {rounded}, {const(-65536)} : {itype}{loc}')} : {itype} to {ftype}{loc}")
+    nan = b.emit(f"arith.cmpf uno, {v}, {v} : {ftype}{loc}")
+    return b.emit(f"arith.select {nan}, {v}, {value} : {typed('i1', lanes)}, {ftype}{loc}")
 
 
 def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]]) -> tuple[str, str]:
@@ -81,7 +93,7 @@ def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]])
         return in_output_function(spec, list(inputs[0][0]))
     r, d = spec.rank, spec.dim
     et = ELEMENT_TYPES[spec.compute_dtype]
-    b = _Body()
+    b = Body()
     idx = ", ".join(f"d{i}" for i in range(r))
     kept = [i for i in range(r) if i != d]
     full_map = f"affine_map<({idx}) -> ({idx})>"
@@ -180,13 +192,9 @@ def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]])
             ins = list(leaves.values())
             chain, names = spec.chain, {n: i for i, n in enumerate(leaves)}
 
-        def body(b: _Body, block: list[str]) -> str:
+        def body(b: Body, block: list[str]) -> str:
             v, e = _emit_chain(b, chain, {n: (block[i], _element(ins[i][1])) for n, i in names.items()})
-            if (e, in_e, et) == ("f32", "bf16", "f32"):
-                name = b.fresh("rb")
-                b.lines += round_to_bf16(v, "f32", name, tag)
-                return name
-            return _convert(b, _convert(b, v, e, in_e, tag), in_e, et, tag)
+            return cast_through(b, v, e, in_e, et, tag)
 
         values["xc"] = elementwise(ins, et, body)
         return values["xc"]
@@ -195,7 +203,7 @@ def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]])
         if not (spec.safe or spec.reciprocal):
             return l
 
-        def body(b: _Body, block: list[str]) -> str:
+        def body(b: Body, block: list[str]) -> str:
             v = block[0]
             if spec.safe:
                 tiny = b.emit(f"arith.constant {float_literal(torch.finfo(_TORCH[et]).tiny, et)} : {et}", "k")
@@ -227,7 +235,7 @@ def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]])
             init = lowest if spec.safe else float_literal(float("-inf"), et)
             values["m"] = reduction(x_in_compute_type(), fill(init), MAX_OP, tag)
         elif step.rstrip("'") == "2":
-            def exp_body(b: _Body, block: list[str], tag: str = tag) -> str:
+            def exp_body(b: Body, block: list[str], tag: str = tag) -> str:
                 return b.emit(f"math.exp {b.emit(f'arith.subf {block[0]}, {block[1]} : {et}{tag}')} : {et}{tag}")
 
             values["z"] = elementwise([(x_in_compute_type(), full_t(et), full_map), (values["m"], red_t(et), red_map)], et, exp_body)
@@ -237,7 +245,7 @@ def group_function(spec: GroupSpec, inputs: Sequence[tuple[Sequence[int], str]])
             out_e = ELEMENT_TYPES[spec.out_dtype]
             op = "arith.mulf" if spec.reciprocal else "arith.divf"
 
-            def scale_body(b: _Body, block: list[str], tag: str = tag, op: str = op, out_e: str = out_e) -> str:
+            def scale_body(b: Body, block: list[str], tag: str = tag, op: str = op, out_e: str = out_e) -> str:
                 return _convert(b, b.emit(f"{op} {block[0]}, {block[1]} : {et}{tag}"), et, out_e, tag)
 
             values["y"] = elementwise([(values["z"], full_t(et), full_map), (values["l"], red_t(et), red_map)], out_e, scale_body)
@@ -285,7 +293,7 @@ def function_name(spec: GroupSpec, arg_types: Sequence[str]) -> str:
     return f"fxsoftmax_{_ident(spec.site)}_g{spec.group}_{key}"
 
 
-def _emit_chain(b: _Body, chain, leaves: dict[str, tuple[str, str]]) -> tuple[str, str]:
+def _emit_chain(b: Body, chain, leaves: dict[str, tuple[str, str]]) -> tuple[str, str]:
     """Producer instructions as scalar arith/math ops; returns (value, element type) of the last."""
     temps: list[tuple[str, str]] = []
 
@@ -314,7 +322,7 @@ def _emit_chain(b: _Body, chain, leaves: dict[str, tuple[str, str]]) -> tuple[st
     return temps[-1]
 
 
-def _broadcast_input(b: _Body, value: str, info: tuple[Sequence[int], str], rank: int) -> tuple[str, str, str]:
+def _broadcast_input(b: Body, value: str, info: tuple[Sequence[int], str], rank: int) -> tuple[str, str, str]:
     """A leaf read by the producer generic, its static unit dims collapsed away (they broadcast)."""
     shape, elt = info
     offset = rank - len(shape)

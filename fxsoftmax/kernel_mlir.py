@@ -13,12 +13,11 @@ output by 1/l in place.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 
 from .group import GroupSpec
-from .group_mlir import ELEMENT_TYPES, float_literal, function_name, round_to_bf16, tensor_type
+from .group_mlir import ELEMENT_TYPES, WIDTH, Body, cast_through, float_literal, function_name, tensor_type, typed
 from .quirks import MAX_OP
 from .tags import step_tag
 
@@ -30,6 +29,12 @@ ROW_BLOCK = 16384  # elements per workgroup at least: rows of n < ROW_BLOCK go R
 def in_output_function(spec: GroupSpec, shape: list[int]) -> tuple[str, str]:
     """(function name, MLIR module text) of a `util.func` computing the group's softmax of x (sizes
     `shape`, -1 where dynamic) with one dispatch of a hand-written executable."""
+    fn, definitions = in_output_definitions(spec, shape)
+    return fn, f"module {{\n{definitions}\n}}"
+
+
+def in_output_definitions(spec: GroupSpec, shape: list[int]) -> tuple[str, str]:
+    """(function name, the executable and the private `util.func`), to put in a module."""
     r = spec.rank
     x_et, out_et = ELEMENT_TYPES[spec.x_dtype], ELEMENT_TYPES[spec.out_dtype]
     x_t, y_t = tensor_type(shape, x_et), tensor_type(shape, out_et)
@@ -68,37 +73,15 @@ def in_output_function(spec: GroupSpec, shape: list[int]) -> tuple[str, str]:
         lines.append(f"%y = tensor.expand_shape %yflat {reassoc} output_shape [{', '.join(sizes)}] : {flat_y} into {y_t}")
     body = "\n  ".join(lines)
     types = (x_et, ELEMENT_TYPES[spec.in_dtype], out_et)
-    text = f"""module {{
-{_executable(f"{fn}_exe", f"{fn}_rows", spec.safe, tag, flat_dims, types)}
+    return fn, f"""{_executable(f"{fn}_exe", f"{fn}_rows", spec.safe, tag, flat_dims, types)}
 util.func private @{fn}(%x: {x_t}) -> {y_t} {{
   {body}
   util.return %y : {y_t}
-}}
 }}"""
-    return fn, text
 
 
 def _sizes(dynamic: list[str]) -> str:
     return f"{{{', '.join(dynamic)}}}" if dynamic else ""
-
-
-def _casts(v: str, chain: Sequence[str], lanes: int, loc: str, name: str) -> tuple[list[str], str]:
-    """Lines converting `v` along the element types in `chain` (vectors of `lanes`, or scalars if 0)."""
-    lines = []
-    for i, (src, dst) in enumerate(zip(chain, chain[1:])):
-        if src == dst:
-            continue
-        if src != "f32" and dst != "f32":  # bf16 <-> f16 through f32
-            lines.append(f"{name}{i}w = arith.extf {v} : {_t(src, lanes)} to {_t('f32', lanes)} {loc}")
-            v, src = f"{name}{i}w", "f32"
-        op = "arith.extf" if dst == "f32" else "arith.truncf"
-        lines.append(f"{name}{i} = {op} {v} : {_t(src, lanes)} to {_t(dst, lanes)} {loc}")
-        v = f"{name}{i}"
-    return lines, v
-
-
-def _t(et: str, lanes: int) -> str:
-    return f"vector<{lanes}x{et}>" if lanes else et
 
 
 def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str], types: tuple[str, str, str]) -> str:
@@ -116,31 +99,31 @@ def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str], ty
     # While the exp pass works on this row from cache, fetch the next row's cache lines (this VM: 4096x16384
     # f32 65.5 -> 53.0 ms with 1 thread, 34.2 -> 27.2 ms with 2): the memory-bound max pass of the next row
     # then reads from cache, and memory traffic overlaps the exps.
-    line_elements = 64 // _BYTES[x_et]
+    line_elements = 64 * 8 // WIDTH[x_et]  # elements per 64-byte cache line
     prefetch = "\n          ".join(
         f"%p{k} = arith.addi %j, %o{k} : index\n          memref.prefetch %X[%next, %p{k}], read, locality<3>, data : {mem_x}"
         for k in range(LANES // line_elements))
     offsets = "\n      ".join(f"%o{k} = arith.constant {line_elements * k} : index" for k in range(LANES // line_elements))
     dynamic = _sizes([v for v, d in zip(("%rows", "%n"), flat_dims) if d == "?"])
 
+    body = Body()  # SSA names unique across the kernel's loads and stores
+
     def load(tensor: str, lanes: int, step: str) -> tuple[str, str]:
         """(lines, f32 value) reading x or y at [%r, %j]: a vector of `lanes`, or one element if 0."""
-        mem, pad, memref, et, chain = (("%X", "%zx", mem_x, x_et, (x_et, in_et, "f32")) if tensor == "x"
-                                       else ("%Y", "%zy", mem_y, out_et, (out_et, "f32")))
-        name = f"%{tensor}v"
-        read = (f"{name} = vector.transfer_read {mem}[%r, %j], {pad} {{in_bounds = [true]}} : {memref}, {_t(et, lanes)}" if lanes
-                else f"{name} = memref.load {mem}[%r, %j] : {memref}")
-        if chain == ("f32", "bf16", "f32"):
-            return "\n          ".join([read, *round_to_bf16(name, _t("f32", lanes), f"{name}c", f" {tag(step)}")]), f"{name}c"
-        casts, v = _casts(name, chain, lanes, tag(step), f"{name}c")
-        return "\n          ".join([read, *casts]), v
+        mem, pad, memref, et, via = (("%X", "%zx", mem_x, x_et, in_et) if tensor == "x" else ("%Y", "%zy", mem_y, out_et, out_et))
+        start = len(body.lines)
+        v = body.emit(f"vector.transfer_read {mem}[%r, %j], {pad} {{in_bounds = [true]}} : {memref}, {typed(et, lanes)}" if lanes
+                      else f"memref.load {mem}[%r, %j] : {memref}", "ld")
+        v = cast_through(body, v, et, via, "f32", f" {tag(step)}", lanes)
+        return "\n          ".join(body.lines[start:]), v
 
     def store_y(v: str, lanes: int, step: str) -> str:
         """Lines writing f32 `v` at [%r, %j] of the output."""
-        casts, v = _casts(v, ("f32", out_et), lanes, tag(step), "%t")
-        write = (f"vector.transfer_write {v}, %Y[%r, %j] {{in_bounds = [true]}} : {_t(out_et, lanes)}, {mem_y}" if lanes
+        start = len(body.lines)
+        v = cast_through(body, v, "f32", out_et, out_et, f" {tag(step)}", lanes)
+        write = (f"vector.transfer_write {v}, %Y[%r, %j] {{in_bounds = [true]}} : {typed(out_et, lanes)}, {mem_y}" if lanes
                  else f"memref.store {v}, %Y[%r, %j] : {mem_y}")
-        return "\n          ".join([*casts, write])
+        return "\n          ".join([*body.lines[start:], write])
 
     max_v, max_v_f = load("x", LANES, "1")
     max_s, max_s_f = load("x", 0, "1")
@@ -229,6 +212,3 @@ def _executable(name: str, entry: str, safe: bool, tag, flat_dims: list[str], ty
     }}
   }}
 }}"""
-
-
-_BYTES = {"f32": 4, "bf16": 2, "f16": 2}

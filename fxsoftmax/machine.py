@@ -234,17 +234,17 @@ def _in_output_probes() -> str:
     """`inplace`'s kernel for each dtype on IN_OUTPUT_SHAPE, CHAINED times (softmax of softmax of x ...),
     as public functions `in_output_<t>`."""
     from .group import GroupSpec
-    from .kernel_mlir import in_output_function
+    from .kernel_mlir import in_output_definitions
     from .policy import IN_OUTPUT, IN_OUTPUT_PLAN
 
     text = []
     for dtype, t in DTYPES.items():
         spec = GroupSpec(site=f"probe_{t}", group=1, steps=tuple(IN_OUTPUT_PLAN), dim=1, shape=IN_OUTPUT_SHAPE, inputs=("x",),
                          outputs=("y",), x_dtype=dtype, in_dtype=dtype, compute_dtype="float32", out_dtype=dtype, kernel=IN_OUTPUT)
-        fn, module = in_output_function(spec, list(IN_OUTPUT_SHAPE))
+        fn, definitions = in_output_definitions(spec, list(IN_OUTPUT_SHAPE))
         ty = f"tensor<{IN_OUTPUT_SHAPE[0]}x{IN_OUTPUT_SHAPE[1]}x{t}>"
         calls = "\n    ".join(f"%y{i + 1} = util.call @{fn}(%y{i}) : ({ty}) -> {ty}" for i in range(CHAINED))
-        text.append(module.strip()[len("module {"):-1] + f"""
+        text.append(definitions + f"""
   util.func public @in_output_{t}(%y0: {ty}) -> {ty} {{
     {calls}
     util.return %y{CHAINED} : {ty}
@@ -298,8 +298,8 @@ def measure() -> Constants:
         # two 16-bit writes per element (z, then y; a widening read is a shift)
         in_output = {d: ms(f"in_output_{t}", [rows[d].view(-1)[: math.prod(IN_OUTPUT_SHAPE)].view(IN_OUTPUT_SHAPE)], 21)
                      for d, t in DTYPES.items()}
-        convert = {d: max(t - in_output["float32"], 0.0) * 1e6 / (2 * CHAINED * math.prod(IN_OUTPUT_SHAPE)) for d, t in in_output.items()}
-        by_threads[threads] = Threads(read, write, columns, passes, exps, dispatch * 1e3, one * 1e3, convert)
+        narrow_write = {d: max(t - in_output["float32"], 0.0) * 1e6 / (2 * CHAINED * math.prod(IN_OUTPUT_SHAPE)) for d, t in in_output.items()}
+        by_threads[threads] = Threads(read, write, columns, passes, exps, dispatch * 1e3, one * 1e3, narrow_write)
     flags = cpu_flags()
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     return Constants(describe()["cpu"], cores, _l2_bytes(), lanes, by_threads,

@@ -28,7 +28,7 @@ PRESETS: dict[str, str] = {
     "split-sum": "123|4",
     "per-step": "1|2|3|4",
     "online": "(13)|2'4",
-    IN_OUTPUT: "one hand-written dispatch keeping exp(x - m) in the output and scaling it there (float32, innermost dim)",
+    IN_OUTPUT: "one hand-written dispatch keeping exp(x - m) in the output and scaling it there (innermost dim, CPU)",
     "auto": "chosen per site by a cost model (fxsoftmax.costmodel)",
 }
 DEFAULT_POLICY = "split"
@@ -117,7 +117,7 @@ class Plan:
 
 IN_OUTPUT_PLAN = "1234"  # what `inplace` computes: every step in one group, exp once, z kept in y
 IN_OUTPUT_DTYPES = ("float32", "bfloat16", "float16")
-IN_OUTPUT_ACCEPTS = "a softmax over the innermost dim in float32, bfloat16 or float16"
+IN_OUTPUT_ACCEPTS = f"a softmax over the innermost dim in {', '.join(IN_OUTPUT_DTYPES[:-1])} or {IN_OUTPUT_DTYPES[-1]}"
 
 
 def in_output_applies(innermost: bool, dtypes: set[str]) -> bool:

@@ -113,7 +113,7 @@ def refuse_dtypes(dtypes) -> str | None:
 # gone by the LLVM dialect (`--compile-to=executable-targets`), so softmax(x_f32, dtype=bfloat16), which
 # casts x to bf16 first, computed from the unrounded x, 30 bf16 ulps from eager (3.9 and 3.13, every plan
 # made of fxsoftmax's groups; IREE's own `fused` rounds). Evidence: tests/test_iree_cpu.py::test_a_cast_to_bfloat16_before_softmax_rounds_x.
-# Decision: a group rounds x to bf16 with integer ops (group_mlir.round_to_bf16), which IREE keeps.
+# Decision: a group rounds x to bf16 with integer ops (group_mlir.cast_through), which IREE keeps.
 BF16_ROUND_TRIP_FIXED_IN = None
 
 

@@ -45,6 +45,17 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype | Non
     torch.testing.assert_close(got.float(), want.float(), atol=atol, rtol=0, equal_nan=True)
 
 
+class SoftmaxAs(torch.nn.Module):
+    """softmax(x, -1, dtype=...): x arrives in one dtype, softmax sees another (None: x's own)."""
+
+    def __init__(self, dtype: torch.dtype | None):
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, x):
+        return torch.softmax(x, -1, dtype=self.dtype)
+
+
 class FourSites(torch.nn.Module):
     """Attention-like scores with scale and mask producers, a dim-0 2-D, a 1-D and a middle-dim 4-D softmax."""
 

@@ -10,7 +10,7 @@ from fxsoftmax.backends.compiler import iree_compile
 from fxsoftmax.backends.export import export_program, program_to_mlir
 from fxsoftmax.costmodel import AutoChooser
 from fxsoftmax.passes.rewrite import UnsupportedPlanError
-from helpers import assert_close
+from helpers import SoftmaxAs, assert_close
 from test_iree_cpu import STACK_LIMIT, edge_rows
 
 
@@ -50,17 +50,6 @@ def test_zero_size_dims_give_pytorchs_empty_result():
         assert got.shape == x.shape and got.numel() == 0
 
 
-class _Cast(torch.nn.Module):
-    """softmax(x, dtype=...): x arrives in one dtype, softmax sees another."""
-
-    def __init__(self, dtype):
-        super().__init__()
-        self.dtype = dtype
-
-    def forward(self, x):
-        return torch.softmax(x, -1, dtype=self.dtype)
-
-
 @pytest.mark.parametrize("x_dtype, dtype", [(torch.bfloat16, None), (torch.float16, None), (torch.bfloat16, torch.float32),
                                             (torch.float16, torch.float32), (torch.float32, torch.bfloat16),
                                             (torch.bfloat16, torch.float16)], ids=str)
@@ -68,7 +57,7 @@ def test_16_bit_dtypes(x_dtype, dtype):
     """The kernel computes in float32; a 16-bit output holds z rounded to its dtype before the scale, so y is
     at most about one unit in the last place from the exact softmax (eager: half a unit)."""
     x = (torch.randn(64, 1000, generator=torch.Generator().manual_seed(0)) * 8).to(x_dtype)
-    model = _Cast(dtype)
+    model = SoftmaxAs(dtype)
     art = fxsoftmax.export(model, (x,), policy="inplace")
     assert art.sites[0].plan == "inplace"
     got, want = art(x), model(x)

@@ -11,7 +11,7 @@ import fxsoftmax
 from fxsoftmax.backends.compiler import IreeCompileError, iree_compile
 from fxsoftmax.backends.export import export_program, program_to_mlir
 from fxsoftmax.policy import parse_policy
-from helpers import PRESETS, FourSites, assert_close, four_site_args
+from helpers import PRESETS, FourSites, SoftmaxAs, assert_close, four_site_args
 
 
 def _site_dispatches(report) -> int:
@@ -273,16 +273,11 @@ def test_float64_is_refused_at_export():
         fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 33, dtype=torch.float64),))
 
 
-class _CastToBf16(torch.nn.Module):
-    def forward(self, x):
-        return torch.softmax(x, -1, dtype=torch.bfloat16)
-
-
 @pytest.mark.parametrize("policy", [*PRESETS, "inplace"])
 def test_a_cast_to_bfloat16_before_softmax_rounds_x(policy):
     """softmax(x_f32, dtype=bfloat16) is the softmax of x rounded to bf16 (quirks.BF16_ROUND_TRIP_FIXED_IN)."""
     x = torch.randn(64, 1000, generator=torch.Generator().manual_seed(0)) * 8
-    got = fxsoftmax.export(_CastToBf16(), (x,), policy=policy)(x).double()
+    got = fxsoftmax.export(SoftmaxAs(torch.bfloat16), (x,), policy=policy)(x).double()
     rounded, unrounded = (torch.softmax(t.double(), -1) for t in (x.bfloat16(), x))
     eps = torch.finfo(torch.bfloat16).eps
     assert ((got - rounded).abs() <= eps * (rounded + 2**-126)).all()

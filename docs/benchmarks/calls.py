@@ -6,7 +6,7 @@ import statistics, sys, warnings
 import torch
 
 import fxsoftmax
-from fxsoftmax.bench.cases import machine
+from fxsoftmax.machine import describe as machine
 from fxsoftmax.bench.measure import round_robin
 
 warnings.filterwarnings("ignore")

@@ -11,7 +11,7 @@ import torch
 
 import fxsoftmax
 from fxsoftmax.backends.runtime import physical_cores
-from fxsoftmax.bench.cases import machine
+from fxsoftmax.machine import describe as machine
 from fxsoftmax.bench.measure import round_robin
 
 warnings.filterwarnings("ignore")

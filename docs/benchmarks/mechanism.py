@@ -20,7 +20,7 @@ import transformers
 import fxsoftmax
 from fxsoftmax import quirks
 from fxsoftmax.backends.export import Artifact, compile_cached
-from fxsoftmax.bench.cases import machine
+from fxsoftmax.machine import describe as machine
 from fxsoftmax.bench.measure import round_robin
 
 

@@ -6,8 +6,8 @@ import json
 import os
 
 from ..costmodel import USER, AutoChooser, load_calibration
-from ..machine import cache_path
-from .cases import PRESETS, Case, cases, machine
+from ..machine import cache_path, describe as machine
+from .cases import PRESETS, Case, cases
 from .dispatches import where_time_goes
 from .results import auto_rows, calibration, markdown, plots, write_tables
 from .sweep import run_sweep

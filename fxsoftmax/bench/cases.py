@@ -1,5 +1,4 @@
-"""What the benchmark measures: cases (shape, dim, dtype, threads), on the machine `fxsoftmax.machine`
-describes."""
+"""What the benchmark measures: cases (shape, dim, dtype, threads)."""
 
 from __future__ import annotations
 
@@ -7,8 +6,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
-from ..machine import cpu_flags, has_bf16
-from ..machine import describe as machine  # noqa: F401 - the benchmark reports name the machine through here
+from ..machine import has_bf16
 from ..policy import PRESETS as _POLICIES
 from ..policy import IN_OUTPUT, in_output_applies
 

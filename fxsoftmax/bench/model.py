@@ -14,7 +14,7 @@ import torch
 from ..backends.export import export
 from ..policy import PRESETS
 from ..report import inspect
-from .cases import machine
+from ..machine import describe as machine
 from .measure import round_robin
 
 POLICIES = tuple(p for p in PRESETS)  # fused, the plans, auto
