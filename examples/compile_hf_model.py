@@ -9,7 +9,7 @@ import argparse
 import torch
 
 import fxsoftmax
-from fxsoftmax.models import tiny_model
+from fxsoftmax.tools.models import builtin_model
 
 
 def main() -> None:
@@ -18,7 +18,7 @@ def main() -> None:
     args = parser.parse_args()
 
     for name in ("gpt2-tiny", "bert-tiny"):
-        tm = tiny_model(name, attn="eager")
+        tm = builtin_model(name, attn="eager")
         backend = fxsoftmax.backend(policy=args.policy, device="cpu")
         compiled = torch.compile(tm.model, backend=backend)
         with torch.no_grad():
@@ -28,7 +28,7 @@ def main() -> None:
         for graph in backend.graphs:
             for site in graph.sites:
                 print(f"   {site.name:<12} {site.module_path:<28} {site.status:<9} plan {site.plan}")
-            print(graph.report().table())
+            print(fxsoftmax.inspect(graph).table())
         torch._dynamo.reset()
 
 

@@ -12,7 +12,9 @@ import time
 import warnings
 from typing import Any
 
-from .policy import DEFAULT_POLICY, PRESETS, PolicyMap
+from .backends.pipeline import ATTENTION
+from .backends.targets import DEVICES
+from .core.policy import DEFAULT_POLICY, PRESETS, PolicyMap
 
 EXAMPLES = """examples:
   fxsoftmax export bert-tiny --policy split --device cpu --out build/bert
@@ -50,15 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as e:  # IREE compile/runtime errors and the like: one line, then the hint
         from .backends.compiler import IreeCompileError
+        from .backends.gaps import UnsupportedOpError
         from .backends.runtime import DeviceUnavailableError
-
-        from .backends.export import UnsupportedOpError
 
         if isinstance(e, UnsupportedOpError):
             _fail(str(e), "replace that op in the model: neither IREE nor PyTorch's decompositions lower it")
         elif isinstance(e, IreeCompileError):
             lines = str(e).splitlines()
-            _fail(lines[0] + " " + (lines[1].strip() if len(lines) > 1 else ""), "try another --policy or --device/--arch; run with a smaller model to isolate it")
+            _fail(lines[0] + " " + (lines[1].strip() if len(lines) > 1 else ""),
+                  "try another --policy or --device/--arch; run with a smaller model to isolate it")
         elif isinstance(e, DeviceUnavailableError):
             _fail(str(e).split(" Found: ")[0], "found: " + str(e).split(" Found: ")[-1])
         else:
@@ -85,16 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--policy", default=DEFAULT_POLICY, help=f"{policies} (default {DEFAULT_POLICY})")
     e.add_argument("--override", action="append", default=[], metavar="PATTERN=POLICY",
                    help="policy for sites whose node name or module path matches PATTERN (glob or re:<regex>); repeatable")
-    e.add_argument("--device", default="cpu", choices=["cpu", "cuda", "hip", "vulkan"], help="compile target (default cpu)")
+    e.add_argument("--device", default="cpu", choices=DEVICES, help="compile target (default cpu)")
     e.add_argument("--arch", help="target chip: host (cpu), sm_80 (cuda), gfx942 (hip), vp_android_baseline_2022 (vulkan) by default")
     e.add_argument("--input", action="append", default=[], metavar="SHAPE:DTYPE",
                    help="a positional input for module:callable models, e.g. 8x128:int64[:0-30522] or 1x3x32x32:float32; repeatable")
     e.add_argument("--dynamic-dim", action="append", default=[], metavar="DIM",
                    help="keep this axis of every input symbolic: an index, or batch (=0) / seq (=1); repeatable")
-    e.add_argument("--attention", default="keep", choices=["keep", "decompose"],
-                   help="keep: scaled_dot_product_attention stays IREE's attention kernel; decompose: its softmax is rewritten too")
-    e.add_argument("--hf-attention", default="eager", choices=["eager", "sdpa"], help="Hugging Face attn_implementation (default eager)")
+    e.add_argument("--attention", default="auto", choices=ATTENTION,
+                   help="where scaled_dot_product_attention goes: auto (default: decomposed on cpu, IREE's kernel on gpu), "
+                        "keep (IREE's attention kernel) or decompose (matmuls and a softmax site)")
+    e.add_argument("--hf-attention", default="sdpa", choices=["eager", "sdpa"],
+                   help="Hugging Face attn_implementation of built-in models and checkpoints (default sdpa, transformers' own)")
     e.add_argument("--seq-len", type=int, default=16, help="sequence length of Hugging Face text inputs (default 16)")
+    e.add_argument("--layers", type=int, help="layers of a built-in real-size model (bert-base: 12, llama-2048: 2)")
     e.add_argument("--params-above", type=float, default=32.0, metavar="MIB",
                    help="keep the parameters outside the MLIR, in model.irpa, when they total more than MIB (default 32; 0: always)")
     e.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -103,13 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="per-site table of an export folder or a .mlir file")
     i.add_argument("path", help="export folder, or a .mlir file produced by fxsoftmax")
     i.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    i.add_argument("--device", default="cpu", choices=["cpu", "cuda", "hip", "vulkan"], help="target for a .mlir file (default cpu)")
+    i.add_argument("--device", default="cpu", choices=DEVICES, help="target for a .mlir file (default cpu)")
     i.add_argument("--arch", help="target chip for a .mlir file")
     i.set_defaults(func=cmd_inspect)
 
     r = sub.add_parser("run", help="run an export folder's module on an IREE device; time it; compare with eager")
     r.add_argument("path", help="export folder")
-    r.add_argument("--device", choices=["cpu", "cuda", "hip", "vulkan"], help="default: the device it was compiled for")
+    r.add_argument("--device", choices=DEVICES, help="default: the device it was compiled for")
     r.add_argument("--inputs", help=".npz with one array per input name (see manifest.json); default: random inputs")
     r.add_argument("--seed", type=int, default=1, help="seed for random inputs (default 1)")
     r.add_argument("--repeat", type=int, default=10, help="timed runs (default 10)")
@@ -205,7 +210,7 @@ def _flat_outputs(out: Any) -> list:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .models import BUILTIN_MODELS, InputSpec
+    from .tools.models import BUILTIN_MODELS, InputSpec
 
     if a.list_models:
         for name, text in BUILTIN_MODELS.items():
@@ -213,34 +218,29 @@ def cmd_export(a: argparse.Namespace) -> int:
         return 0
     if not a.model or not a.out:
         raise CliError("export needs MODEL and --out", "fxsoftmax export bert-tiny --out build/bert  (or --list-models)", 2)
+    if a.params_above < 0:
+        raise CliError("--params-above must be 0 or more (MiB)", code=2)
 
     import torch
 
-    from .backends.export import build, compile_program, export_program
-    from .backends.targets import Target, check_target
-    from .bundle import write_bundle
-    from .models import load_model
-    from .passes.attention import attention_decompositions
-    from .report import inspect
+    from .api import chooser_for
+    from .backends.pipeline import Options, build
+    from .core.status import SiteStatus
+    from .report.bundle import write_bundle
+    from .report.inspect import inspect
+    from .tools.models import load_model
 
     specs = [InputSpec.parse(s) for s in a.input]
     overrides = _overrides(a.override)
-    target = Target(a.device, a.arch)
-    check_target(target)
-    PolicyMap(a.policy, overrides)
-    attention_decompositions(a.attention)
-    if a.params_above < 0:
-        raise CliError("--params-above must be 0 or more (MiB)", code=2)
+    options = Options(a.policy, overrides, a.device, a.arch, a.attention, external_params_above=int(a.params_above * (1 << 20)))
+    target = options.target
     step = _Progress(a.quiet, 4)
 
     step(f"loading {a.model}")
-    lm = load_model(a.model, specs, attn=a.hf_attention, seq=a.seq_len)
+    lm = load_model(a.model, specs, attn=a.hf_attention, seq=a.seq_len, layers=a.layers)
     step(f"exporting, rewriting softmax ({a.policy}) and compiling for {target}")
     dynamic = _dynamic_shapes(lm.model, lm.args, lm.kwargs, a.dynamic_dim)
-    art = build(
-        lambda decompose: export_program(lm.model, lm.args, lm.kwargs, dynamic, a.attention, decompose),
-        lambda ep: compile_program(ep, a.policy, overrides, target, what=a.model, external_params_above=int(a.params_above * (1 << 20))),
-    )
+    art = build(lm.model, lm.args, lm.kwargs, options, chooser_for(options), dynamic_shapes=dynamic, what=a.model)
     step("inspecting dispatches")
     report = inspect(art, stack=target.kind == "cpu")
     with torch.no_grad():
@@ -250,12 +250,13 @@ def cmd_export(a: argparse.Namespace) -> int:
     tensors = [t for t in [*lm.args, *lm.kwargs.values()] if isinstance(t, torch.Tensor)]
     manifest = {
         "model": a.model, "description": lm.description, "policy": a.policy, "overrides": overrides,
-        "device": target.device, "arch": target.chip, "attention": a.attention, "hf_attention": a.hf_attention,
-        "seq_len": a.seq_len, "input_specs": [str(s) for s in specs], "dynamic_dims": a.dynamic_dim, "flags": art.flags,
+        "device": target.device, "arch": target.chip, "attention": a.attention, "attention_placed": art.attention,
+        "hf_attention": a.hf_attention, "seq_len": a.seq_len, "layers": a.layers, "input_specs": [str(s) for s in specs],
+        "dynamic_dims": a.dynamic_dim, "flags": art.flags,
     }
     write_bundle(a.out, mlir=art.mlir, vmfb=art.vmfb, report=report, sites=art.sites, manifest=manifest,
                  inputs=dict(zip(names, tensors)), expected=expected, write_parameters=art.save_parameters if art.parameters else None)
-    rewritten = sum(s.status == "rewritten" for s in art.sites)
+    rewritten = sum(s.status == SiteStatus.REWRITTEN for s in art.sites)
     print(f"{a.out}: {rewritten} softmax site(s) rewritten, {report.total_dispatches} dispatches, target {target}")
     print(report.table())
     return 0
@@ -263,8 +264,8 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 def cmd_inspect(a: argparse.Namespace) -> int:
     from .backends.targets import Target
-    from .bundle import read_bundle
-    from .report import inspect
+    from .report.bundle import read_bundle
+    from .report.inspect import inspect
 
     if os.path.isdir(a.path):
         bundle = read_bundle(a.path)
@@ -284,10 +285,10 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from .backends.export import Artifact
+    from .backends.artifact import Artifact
     from .backends.targets import Target
-    from .bench.measure import time_calls
-    from .bundle import read_bundle
+    from .report.bundle import read_bundle
+    from .tools.bench.measure import time_calls
 
     bundle = read_bundle(a.path)
     m = bundle.manifest
@@ -303,8 +304,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     inputs = _run_inputs(bundle, a)
     step(f"running {a.repeat}x on {runner.opened.description}")
     placed = [runner.put(t) for t in inputs]
-    outs = [runner.fetch(r) for r in runner.invoke(placed)]
-    times = time_calls(lambda: runner.invoke(placed), a.repeat)
+    outs = runner.call(placed)
+    times = time_calls(lambda: runner.call(placed), a.repeat)
     step("comparing with eager PyTorch")
     reference, ref_note = _reference(bundle, inputs, a)
     print(f"{a.path}: {m['model']} ({m['policy']}) on {device} via {runner.opened.description}")
@@ -323,7 +324,7 @@ def _run_inputs(bundle, a: argparse.Namespace) -> list:
     import numpy as np
     import torch
 
-    from .bundle import load_tensors
+    from .report.bundle import load_tensors
 
     described = bundle.manifest["inputs"]
     if a.inputs:
@@ -346,11 +347,12 @@ def _run_inputs(bundle, a: argparse.Namespace) -> list:
 def _reference(bundle, inputs: list, a: argparse.Namespace) -> tuple[list | None, str]:
     import torch
 
-    from .models import InputSpec, load_model
+    from .tools.models import InputSpec, load_model
 
     m = bundle.manifest
     try:
-        lm = load_model(m["model"], [InputSpec.parse(s) for s in m["input_specs"]], attn=m["hf_attention"], seq=m["seq_len"])
+        lm = load_model(m["model"], [InputSpec.parse(s) for s in m["input_specs"]], attn=m["hf_attention"], seq=m["seq_len"],
+                        layers=m.get("layers"))
     except Exception as e:
         return None, f"cannot rebuild {m['model']} ({str(e).splitlines()[0]})"
     names = [d["name"] for d in m["inputs"]]
@@ -362,12 +364,12 @@ def _reference(bundle, inputs: list, a: argparse.Namespace) -> tuple[list | None
 
 def cmd_bench(a: argparse.Namespace) -> int:
     if a.model:
-        from .bench.model import run_model_bench
+        from .tools.bench.model import run_model_bench
 
         print(run_model_bench(a.model, a.out, seq=a.seq, repeat=a.repeat, inductor=not a.no_inductor, quiet=a.quiet))
         return 0
-    from .bench import run_bench
-    from .bench.cases import Case
+    from .tools.bench import run_bench
+    from .tools.bench.cases import Case
 
     case = None
     if a.shape:
@@ -384,7 +386,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def cmd_zoo(a: argparse.Namespace) -> int:
-    from .zoo import BY_NAME, PATHS, run_zoo
+    from .tools.models import BY_NAME
+    from .tools.zoo import PATHS, run_zoo
 
     unknown = sorted(set(a.family or ()) - set(BY_NAME))
     if unknown:
@@ -398,7 +401,7 @@ def cmd_zoo(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     print(run_demo(a.policy, a.repeat))
     return 0

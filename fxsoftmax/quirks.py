@@ -8,6 +8,8 @@ is one of them (versions between two measured ones are treated as needing it).
 
 from __future__ import annotations
 
+import functools
+import subprocess
 from importlib.metadata import version
 from typing import Iterable
 
@@ -49,6 +51,48 @@ PEEL_FIXED_IN = None  # needed on 3.9 and 3.13 (the LLVM fix is in neither)
 # default is O0, and nothing else of O2.
 OPT_LEVEL_O0_DEFAULT_SINCE = (3, 11)
 REASSOCIATE_FLAG = "--iree-llvmcpu-reassociate-fp-reductions=true"
+
+
+# IREE's CPU runtime after 3.9 keeps no freed buffers for reuse: 3.9's caching allocator (what fxsoftmax asks
+# for, and `--device_allocator=caching` in IREE's tools) is gone from 3.13, so every call's results and
+# transients are fresh pages the kernel faults in. 4096x16384 f32 `split`, 2 threads, IREE 3.13: 131,074
+# minor page faults and 156 ms per call (the 256 MiB result and the 256 MiB z), against 0 faults and 40 ms
+# on 3.9; whole models pay it on every activation. 3.13 lets the caller provide both: transients in one
+# buffer appended to the arguments (`--iree-torch-externalize-transients`), results in storage passed as
+# mutable arguments (the module's output-storage entry point, fxsoftmax.backends.entry). With both, 3.13
+# took 40.6 ms and 0 faults. Evidence: tests/test_runtime.py (page faults per call), docs/benchmarks/versions.md.
+# Decision: on such an IREE, CPU modules externalize their transients; the runner keeps one buffer for them
+# and reuses result storage the caller no longer holds.
+RUNTIME_CACHES_BUFFERS_UNTIL = (3, 10)  # 3.9 measured to cache, 3.13 not to; between: treated as not caching
+
+# Writing a result into caller storage (IREE's output storage, `hal.tensor.alias`) aborts the call in IREE
+# 3.9 ("ABORTED; while invoking native function hal.fence.await") when the result is also read by other ops
+# or is a view of another value: a model returning `h` and `softmax(h)`, or a slice of `h`, and every
+# Hugging Face encoder returning last_hidden_state beside the pooler output made from it. A result read by
+# nothing else is written in place. IREE 3.13 runs all of them. Evidence: tests/backends/test_runtime.py.
+# Decision: on 3.9 only results read by nothing else go into caller storage; the others come back as IREE
+# allocates them (its caching allocator reuses their memory), and `out=` copies them in.
+SOLE_USE_OUTPUT_STORAGE_FIXED_IN = (3, 13)
+
+# IREE 3.13 cannot compile a module that takes its transients from the caller, writes results into caller
+# storage and updates state in place (a decode step's KV cache): "'stream.resource.subview' op using value
+# defined outside the region". Any two of the three compile. Evidence: tests/models/test_decode.py on 3.13.
+# Decision: a program that updates state in place gets no output-storage entry point where transients are
+# external (its results, logits, are small next to the state it keeps).
+def output_storage_with_state(updates_state: bool) -> bool:
+    return not (updates_state and needs_external_transients())
+EXTERNAL_TRANSIENTS_FLAG = "--iree-torch-externalize-transients"
+
+
+@functools.cache
+def needs_external_transients() -> bool:
+    """Whether CPU modules should take their transient memory from the caller on this IREE (and it can)."""
+    if IREE < RUNTIME_CACHES_BUFFERS_UNTIL:
+        return False
+    from iree.compiler.tools.binaries import find_tool
+
+    listed = subprocess.run([find_tool("iree-compile"), "--help-hidden"], capture_output=True, text=True).stdout
+    return EXTERNAL_TRANSIENTS_FLAG.lstrip("-") in listed
 
 
 def cpu_module_flags(site_statuses: Iterable[str]) -> list[str]:
@@ -162,3 +206,18 @@ def refuse_cumsum(dynamic_dim: bool, next_to_int32_truncation: bool) -> str | No
 # out for a non-innermost dim on CPU.
 def fused_is_a_cpu_candidate(innermost: bool) -> bool:
     return innermost
+
+
+# IREE's own attention kernel (what scaled_dot_product_attention becomes when kept) is slow on CPU: an SDPA
+# alone, 12 heads of 64, took 6-16x the time of the same attention decomposed into two matmuls and a softmax
+# for 64 to 1024 tokens (f32 and bf16), and 1.3-2.7x for a decode step over a cache of 512 to 4096 (IREE 3.9,
+# AMD EPYC Zen 4, 2 cores; `fxsoftmax bench --attention`, docs/benchmarks/attention.md). A BERT-base-width
+# model with SDPA took 3.5x as long kept. Decomposed, the softmax is a site the policy plans. Nobody has
+# measured a GPU yet: there IREE's attention kernel is the one built for it. Decision: `attention="auto"`
+# (the default) decomposes on CPU and keeps IREE's kernel on GPU.
+def attention_placement(device_kind: str) -> tuple[str, str]:
+    """("decompose" or "keep", why) for scaled_dot_product_attention on a device kind ("cpu" or "gpu")."""
+    if device_kind == "cpu":
+        return "decompose", ("attention='auto' on cpu: decomposed into matmuls and a softmax site (IREE's CPU attention "
+                             "kernel measured 6-16x slower for 64-1024 tokens)")
+    return "keep", "attention='auto' on gpu: IREE's attention kernel kept (no GPU measurement says otherwise yet)"

@@ -6,10 +6,37 @@ import torch
 import torch.fx as fx
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from fxsoftmax.backends import flags
+from fxsoftmax.core import steps
+from fxsoftmax.core.dtypes import dtype as dtype_info
+from fxsoftmax.core.policy import CPU_CANDIDATES, Plan
+
 aten = torch.ops.aten
-PRESETS = ("remat", "split", "split-sum", "per-step", "online")
-# Tolerance vs eager for the output dtype: f32 per the issue; f16/bf16 one unit in the last place at 1.0.
-ATOL = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 2**-10, torch.bfloat16: 2**-7}
+PRESETS = CPU_CANDIDATES  # the presets IREE's codegen makes from fxsoftmax's groups
+STACK_LIMIT = flags.stack_limit(4096)
+
+
+def planned_steps(plan: Plan) -> list[list[str]]:
+    """The plan's groups as the report reads them back from IREE (an online "13" as steps 1 and 3)."""
+    return [sorted((s for t in g for s in (["1", "3"] if t == steps.ONLINE else [t])), key=steps.key) for g in plan.groups]
+
+
+def pulls_producers(plan: Plan) -> bool:
+    """Whether x's elementwise producers move into the first group: no later group reads x again."""
+    return not plan.is_fused and not any("x" in steps.outside_reads(g) for g in plan.groups[1:])
+
+
+def edge_rows() -> torch.Tensor:
+    """Rows of 33 (not a multiple of the vector width) that stress the max step and exp."""
+    x = torch.randn(8, 33, generator=torch.Generator().manual_seed(0))
+    x[1] = float("-inf")  # fully masked
+    x[2, ::2] = float("-inf")  # partly masked
+    x[3] = torch.linspace(-3e38, 3e38, 33, dtype=torch.float64).float()  # x - max overflows to -inf
+    x[4] = torch.finfo(torch.float32).min  # a padding row masked the Hugging Face way
+    x[5] = x[5] - 1e6  # far below 0: exp(x) alone underflows
+    x[6] = x[6] - 100.0
+    x[7] = 1e4 * x[7]
+    return x
 
 
 def aten_graph(fn, *example) -> fx.GraphModule:
@@ -41,7 +68,7 @@ def assert_meta_matches_execution(gm: fx.GraphModule, *inputs: torch.Tensor) -> 
 
 def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype | None = None) -> None:
     assert got.dtype == want.dtype, (got.dtype, want.dtype)
-    atol = ATOL[dtype or want.dtype]
+    atol = dtype_info(dtype or want.dtype).tolerance
     torch.testing.assert_close(got.float(), want.float(), atol=atol, rtol=0, equal_nan=True)
 
 

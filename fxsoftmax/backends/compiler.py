@@ -1,27 +1,49 @@
-"""Running iree-compile on MLIR text, with IREE's diagnostics turned into clear errors."""
+"""Running iree-compile on MLIR text, with IREE's diagnostics turned into clear errors; a process-wide
+cache of compiles; and which chips this IREE accepts."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import subprocess
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from iree.compiler.tools.binaries import find_tool
 
-# Printing flags for dumped IR: locations inline, so every op names the softmax step it came from.
-DEBUG_PRINT_FLAGS = ("--mlir-print-debuginfo", "--mlir-print-local-scope")
+from . import flags
+from .targets import Target
 
 
 class IreeCompileError(RuntimeError):
-    """iree-compile rejected a module; the message starts with IREE's first diagnostic lines."""
+    """iree-compile rejected a module, or crashed; the message starts with IREE's first diagnostic lines."""
 
-    def __init__(self, what: str, stderr: str):
-        self.stderr = stderr
+    def __init__(self, what: str, stderr: str, returncode: int = 1, mlir: str = "", compile_flags: Sequence[str] = ()):
+        self.stderr, self.returncode, self.mlir, self.compile_flags = stderr, returncode, mlir, list(compile_flags)
         lines = [l for l in stderr.splitlines() if l.strip()]
         first = [l for l in lines if "error" in l.lower()][:3] or lines[:3]
-        super().__init__(f"IREE could not compile {what}:\n  " + "\n  ".join(first))
+        how = f"crashed (signal {-returncode})" if self.crashed else "could not compile"
+        super().__init__(f"IREE {how} {what}:\n  " + "\n  ".join(first))
+
+    @functools.cached_property
+    def in_import(self) -> bool:
+        """Whether the failure is in importing the program (lowering its torch ops), not in code generation:
+        the same module stopped once imported fails too."""
+        if not self.mlir:
+            return True
+        try:
+            iree_compile(self.mlir, [*self.compile_flags, *flags.input_level()], what="the module to the input level")
+        except IreeCompileError:
+            return True
+        return False
+
+    @property
+    def crashed(self) -> bool:
+        """iree-compile died (a signal, or LLVM's crash handler), rather than refusing the module."""
+        return self.returncode < 0 or "PLEASE submit a bug report" in self.stderr or "Stack dump:" in self.stderr
 
 
 @dataclass
@@ -31,16 +53,16 @@ class CompileResult:
     phases: dict[str, str] = field(default_factory=dict)  # phase name (e.g. "flow") -> IR text
 
 
-def iree_compile(mlir: str, flags: Sequence[str], *, what: str = "the module", phases: Sequence[str] = ()) -> CompileResult:
-    """Compile MLIR text with `flags`; keep the IR IREE had at the end of each phase in `phases`."""
+def iree_compile(mlir: str, compile_flags: Sequence[str], *, what: str = "the module", phases: Sequence[str] = ()) -> CompileResult:
+    """Compile MLIR text with `compile_flags`; keep the IR IREE had at the end of each phase in `phases`."""
     with tempfile.TemporaryDirectory(prefix="fxsoftmax-") as tmp:
         src, out, dump = os.path.join(tmp, "in.mlir"), os.path.join(tmp, "out"), os.path.join(tmp, "phases")
         with open(src, "w") as f:
             f.write(mlir)
-        extra = [f"--dump-compilation-phases-to={dump}", *DEBUG_PRINT_FLAGS] if phases else []
-        proc = subprocess.run([find_tool("iree-compile"), src, "-o", out, *flags, *extra], capture_output=True, text=True)
+        extra = flags.phase_dump(dump) if phases else []
+        proc = subprocess.run([find_tool("iree-compile"), src, "-o", out, *compile_flags, *extra], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise IreeCompileError(what, proc.stderr)
+            raise IreeCompileError(what, proc.stderr, proc.returncode, mlir, compile_flags)
         with open(out, "rb") as f:
             result = CompileResult(f.read(), proc.stderr)
         for name in os.listdir(dump) if phases else ():
@@ -49,3 +71,57 @@ def iree_compile(mlir: str, flags: Sequence[str], *, what: str = "the module", p
                 with open(os.path.join(dump, name)) as f:
                     result.phases[phase] = f.read()
         return result
+
+
+_COMPILED: OrderedDict[str, CompileResult] = OrderedDict()
+COMPILE_CACHE_ENTRIES = 32  # the most recent compiles kept in this process
+
+
+def compile_cached(mlir: str, compile_flags: Sequence[str], *, what: str, phases: Sequence[str] = ()) -> CompileResult:
+    """iree-compile, memoized in this process on (MLIR text, flags, phases kept); least recently used
+    entries beyond COMPILE_CACHE_ENTRIES are dropped."""
+    key = hashlib.sha256("\0".join([mlir, *compile_flags, "|", *phases]).encode()).hexdigest()
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+    else:
+        _COMPILED[key] = iree_compile(mlir, compile_flags, what=what, phases=phases)
+        while len(_COMPILED) > COMPILE_CACHE_ENTRIES:
+            _COMPILED.popitem(last=False)
+    return _COMPILED[key]
+
+
+# Chips worth trying when an arch is refused, to tell the user which ones this IREE accepts.
+_CANDIDATE_CHIPS = {
+    "cuda": ("sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_120"),
+    "hip": ("gfx908", "gfx90a", "gfx942", "gfx950", "gfx1030", "gfx1100", "gfx1101", "gfx1200", "gfx1201"),
+    "vulkan": ("vp_android_baseline_2022", "rdna3", "rdna2", "ampere", "valhall", "adreno"),
+}
+_PROBE = """func.func @probe(%a: tensor<64xf32>) -> tensor<64xf32> {
+  %0 = math.exp %a : tensor<64xf32>
+  return %0 : tensor<64xf32>
+}"""
+_ACCEPTS: dict[str, bool] = {}
+
+
+def _accepts(target: Target) -> bool:
+    key = str(target)
+    if key not in _ACCEPTS:
+        try:
+            iree_compile(_PROBE, flags.target_flags(target), what=f"a probe for {target}")
+            _ACCEPTS[key] = True
+        except IreeCompileError:
+            _ACCEPTS[key] = False
+    return _ACCEPTS[key]
+
+
+def check_target(target: Target) -> None:
+    """Raise a ValueError naming the chips this IREE accepts if it cannot compile for `target`'s chip
+    (e.g. IREE 3.9 has no sm_89 or sm_90: compile for sm_80, whose PTX the driver JIT-compiles on newer
+    GPUs). Measured by compiling a one-op probe, once per process and target."""
+    if target.device == "cpu" or _accepts(target):
+        return
+    accepted = [c for c in _CANDIDATE_CHIPS[target.device] if _accepts(Target(target.device, c))]
+    hint = " (IREE has no target for this GPU yet: compile for sm_80, whose PTX the CUDA driver JIT-compiles on newer GPUs)" if target.device == "cuda" else ""
+    raise ValueError(
+        f"this IREE cannot compile for {target.device} arch {target.chip!r}{hint}; accepted: {', '.join(accepted) or 'none found'}"
+    )

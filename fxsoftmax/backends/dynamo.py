@@ -5,28 +5,28 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
+from ..core.status import SiteStatus
 from ..passes import SiteReport
-from ..passes.attention import attention_decompositions
-from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
+from .artifact import Artifact
 from .compiler import IreeCompileError
-from .export import Artifact, UnsupportedOpError, build, compile_program, export_program
-from .targets import Target, check_target
+from .gaps import UnsupportedOpError
+from .pipeline import Chooser, Options, build
 
 log = logging.getLogger("fxsoftmax")
 
 OPTIONS = {
-    "policy": "preset or plan string (default 'split')",
+    "policy": "preset or plan string (default 'auto')",
     "overrides": "{pattern: policy} or callable(site) -> policy|None",
     "device": "cpu | cuda | hip | vulkan (default cpu)",
     "arch": "target chip, e.g. sm_80, gfx942 (default per device)",
-    "attention": "keep | decompose (default keep)",
+    "attention": "auto | keep | decompose (default auto: decompose on cpu, keep on gpu)",
     "fallback": "None | 'eager': run a graph IREE cannot compile in eager instead (default None)",
     "extra_flags": "extra iree-compile flags",
     "threads": "threads the `auto` policy assumes (default: all cores)",
@@ -44,40 +44,19 @@ class CompiledGraph:
     fallback_reason: str = ""
 
     def __repr__(self) -> str:
-        plans = sorted({s.plan for s in self.sites if s.status in ("rewritten", "fused")})
+        plans = sorted({s.plan for s in self.sites if s.status in (SiteStatus.REWRITTEN, SiteStatus.FUSED)})
         where = f"IREE {self.artifact.target}" if self.artifact is not None else f"eager ({self.fallback_reason.splitlines()[0][:80]})"
         return f"CompiledGraph({self.name}: {len(self.sites)} softmax site(s), plans {plans or '-'}, runs on {where})"
 
-    def report(self, stack: bool = True):
-        """Dispatch inspection of this graph's IREE module (see fxsoftmax.inspect)."""
-        from ..report import inspect
 
-        if self.artifact is None:
-            raise ValueError(f"graph {self.name} runs in eager ({self.fallback_reason}); it has no IREE module")
-        return inspect(self.artifact, stack=stack)
-
-
-@dataclass
 class Backend:
     """A configured torch.compile backend; `graphs` lists every graph it compiled, in order."""
 
-    policy: PolicyLike = DEFAULT_POLICY
-    overrides: Overrides | None = None
-    device: str = "cpu"
-    arch: str | None = None
-    attention: str = "keep"
-    fallback: str | None = None
-    extra_flags: Sequence[str] = ()
-    threads: int | None = None
-    graphs: list[CompiledGraph] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.target = Target(self.device, self.arch)
-        check_target(self.target)
-        PolicyMap(self.policy, self.overrides)
-        attention_decompositions(self.attention)
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"unknown fallback {self.fallback!r}; accepted: None, 'eager'")
+    def __init__(self, options: Options, chooser: Chooser | None = None, fallback: str | None = None):
+        if fallback not in FALLBACKS:
+            raise ValueError(f"unknown fallback {fallback!r}; accepted: None, 'eager'")
+        self.options, self.chooser, self.fallback = options, chooser, fallback
+        self.graphs: list[CompiledGraph] = []
 
     def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
         name = f"graph {len(self.graphs)}"
@@ -85,15 +64,12 @@ class Backend:
         try:
             # export traces with its own fake mode; dynamo's tracing context must not see its guards
             with torch._guards.tracing(None):
-                art = build(
-                    lambda decompose: export_program(wrapper, tensor_args, None, dynamic, self.attention, decompose),
-                    lambda ep: compile_program(ep, self.policy, self.overrides, self.target, self.extra_flags, what=name, threads=self.threads),
-                )
+                art = build(wrapper, tensor_args, None, self.options, self.chooser, dynamic_shapes=dynamic, what=name)
         except IreeCompileError as e:
             if self.fallback != "eager":
                 if isinstance(e, UnsupportedOpError):
                     raise UnsupportedOpError(f"{name} of the compiled model: {e}", e.stderr) from None
-                raise IreeCompileError(f"{name} of the compiled model", e.stderr) from None
+                raise IreeCompileError(f"{name} of the compiled model", e.stderr, e.returncode) from None
             log.warning("fxsoftmax: %s runs in eager: %s", name, str(e).splitlines()[0])
             self._record(CompiledGraph(name, [], None, str(e)))
             return gm.forward
@@ -102,30 +78,23 @@ class Backend:
 
     def _record(self, graph: CompiledGraph) -> None:
         self.graphs.append(graph)
-        _COMPILED_GRAPHS.append(graph)
+        COMPILED_GRAPHS.append(graph)
 
 
-def backend(**options: Any) -> Backend:
-    """A torch.compile backend with custom settings: `torch.compile(m, backend=fxsoftmax.backend(policy="remat"))`."""
+def make_backend(chooser_for: Callable[[Options], Chooser | None], **options: Any) -> Backend:
+    """A Backend from torch.compile-style options (validated: unknown keys or values raise a ValueError
+    listing what is accepted); `chooser_for(options)` resolves `auto`."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         accepted = "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
         raise ValueError(f"unknown fxsoftmax option(s) {unknown}; accepted: {accepted}")
-    return Backend(**options)
-
-
-def fxsoftmax_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], options: dict | None = None) -> Callable:
-    """Entry point for `torch.compile(model, backend="fxsoftmax", options={...})`."""
-    return backend(**(options or {}))(gm, example_inputs)
+    fallback = options.pop("fallback", None)
+    opts = Options(**options)
+    return Backend(opts, chooser_for(opts), fallback)
 
 
 # Every graph compiled in this process by the "fxsoftmax" backend (the string form has no object to ask).
-_COMPILED_GRAPHS: list[CompiledGraph] = []
-
-
-def compiled_graphs() -> list[CompiledGraph]:
-    """Graphs compiled so far in this process by any fxsoftmax backend, oldest first."""
-    return list(_COMPILED_GRAPHS)
+COMPILED_GRAPHS: list[CompiledGraph] = []
 
 
 class _TensorOnly(torch.nn.Module):
@@ -205,5 +174,6 @@ class _Runner:
                 raise ValueError(f"graph input {i} is {float(args[i])}, but the IREE module was compiled with {value}; "
                                  "compile the model again (e.g. torch._dynamo.reset()) for the new value")
         tensors = [a for i, a in enumerate(args) if isinstance(a, torch.Tensor) and i not in self.scalars]
-        outs = [self.runner.fetch(r) for r in self.runner.invoke([self._put(t) for t in tensors])]
+        results = self.art.signature.results_for(tensors) if self.art.signature is not None else None
+        outs = self.runner.call([self._put(t) for t in tensors], results=results)
         return pytree.tree_unflatten(outs, self.art.out_spec)

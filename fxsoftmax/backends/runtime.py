@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-
+import threading
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -13,6 +13,9 @@ import torch
 import torch.utils.dlpack
 from iree.turbine.support.conversions import DTYPE_TO_ELEMENT_TYPE, torch_dtype_to_numpy
 
+from . import entry, flags
+from .importer import PARAMETER_SCOPE
+from .targets import HOST_DRIVERS
 from .vulkan import vulkan_devices
 
 _ELEMENT_TYPE_TO_DTYPE = {int(v): k for k, v in DTYPE_TO_ELEMENT_TYPE.items() if k not in (torch.qint8, torch.quint8)}
@@ -77,7 +80,7 @@ _DEVICES: dict[str, rt.HalDevice] = {}
 def _create(uri: str) -> rt.HalDevice:
     if uri not in _DEVICES:
         if uri.startswith("local-task") and not any(u.startswith("local-task") for u in _DEVICES):
-            rt.flags.parse_flags(f"--task_topology_group_count={physical_cores()}")  # read when the driver is made
+            rt.flags.parse_flags(*flags.local_task_workers(physical_cores()))  # read when the driver is made
         _DEVICES[uri] = rt.get_driver(uri).create_device_by_uri(uri, allocators=ALLOCATORS)
     return _DEVICES[uri]
 
@@ -96,10 +99,8 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-HOST_DRIVERS = ("local-task", "local-sync")  # drivers whose buffers are host memory
 HOST_ALIGNMENT = 64  # IREE imports host memory aligned to this many bytes (measured: 4 is refused)
 DLPACK_CPU = 1  # kDLCPU
-PARAMETER_SCOPE = "model"  # the scope externalized parameters are named in (iree-run-module --parameters=model=...)
 
 
 def parameter_index(parameters: Mapping[str, torch.Tensor] | str) -> rt.ParameterIndex:
@@ -114,10 +115,14 @@ def parameter_index(parameters: Mapping[str, torch.Tensor] | str) -> rt.Paramete
 
 
 class IreeRunner:
-    """One VMFB loaded on one device; tensors are placed on the device once, then invoked. `parameters`
-    (named tensors or a .irpa path) serve the module's externalized parameters, scope "model"."""
+    """One VMFB loaded on one device; tensors are placed on the device, then invoked. `parameters` (named
+    tensors or a .irpa path) serve the module's externalized parameters, scope "model". A module compiled
+    to take its transient memory from the caller (`external_transients`) gets one buffer, kept and reused.
+    `stored[i]`: the output-storage entry point (fxsoftmax.backends.entry) writes result i into storage."""
 
-    def __init__(self, vmfb: bytes, driver: str = "local-task", function: str = "main", parameters: Mapping[str, torch.Tensor] | str | None = None):
+    def __init__(self, vmfb: bytes, driver: str = "local-task", function: str = entry.MAIN,
+                 parameters: Mapping[str, torch.Tensor] | str | None = None, external_transients: bool = False,
+                 stored: Sequence[bool] = ()):
         self.opened = open_device(driver)
         self.device = self.opened.hal
         self.instance = rt.VmInstance()
@@ -131,6 +136,12 @@ class IreeRunner:
         self.function = self.module.lookup_function(function)
         if self.function is None:
             raise ValueError(f"the module has no function {function!r}")
+        # results into caller-provided storage: host memory only, and the module's main entry point only
+        self.out_function = self.module.lookup_function(entry.OUT) if function == entry.MAIN and self.shares_host_memory else None
+        self.stored = list(stored)
+        self.transients = _Transients(self, function) if external_transients else None
+        self.storage = _ResultStorage()
+        self._lock = threading.Lock()  # one call at a time: calls share the transient buffer
 
     @property
     def shares_host_memory(self) -> bool:
@@ -154,13 +165,18 @@ class IreeRunner:
             element_type=element_type,
         )
 
-    def invoke(self, args: Sequence[rt.HalBufferView]) -> list[rt.HalBufferView]:
-        """Run the function on device-resident arguments; returns when results are ready."""
-        arg_list = rt.VmVariantList(len(args))
-        for a in args:
-            arg_list.push_ref(a)
-        ret_list = rt.VmVariantList(1)
-        self.context.invoke(self.function, arg_list, ret_list)
+    def invoke(self, args: Sequence[rt.HalBufferView], storage: Sequence[rt.HalBufferView] = ()) -> list[rt.HalBufferView]:
+        """Run the function on device-resident arguments; returns when results are ready. With `storage`
+        (one buffer view per stored result), the output-storage entry point writes them there."""
+        function, call_args = self.out_function if storage else self.function, [*args, *storage]
+        with self._lock:
+            if self.transients:
+                call_args.append(self.transients.buffer(function.name, call_args))
+            arg_list = rt.VmVariantList(len(call_args))
+            for a in call_args:
+                arg_list.push_ref(a)
+            ret_list = rt.VmVariantList(1)
+            self.context.invoke(function, arg_list, ret_list)
         return [ret_list.get_as_object(i, rt.HalBufferView) for i in range(len(ret_list))]
 
     def fetch(self, bv: rt.HalBufferView) -> torch.Tensor:
@@ -186,5 +202,95 @@ class IreeRunner:
         out = torch.from_numpy(np.array(arr))  # copy: the mapping dies with the buffer
         return out.view(dtype) if dtype == torch.bfloat16 else out
 
-    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
-        return [self.fetch(r) for r in self.invoke([self.put(t) for t in tensors])]
+    def __call__(self, *tensors: torch.Tensor, out: Sequence[torch.Tensor] = (),
+                 results: Sequence[tuple[Sequence[int], torch.dtype]] | None = None) -> list[torch.Tensor]:
+        """The function on `tensors` (see `call`)."""
+        return self.call([self.put(t) for t in tensors], out=out, results=results)
+
+    def call(self, args: Sequence[rt.HalBufferView], *, out: Sequence[torch.Tensor] = (),
+             results: Sequence[tuple[Sequence[int], torch.dtype]] | None = None) -> list[torch.Tensor]:
+        """The function on device-resident `args`, results as torch tensors. With `out`, results are written
+        into those tensors (in place where the module can: host drivers, results marked `stored`; else
+        copied). Given the `results`' shapes and dtypes, stored results go into memory this runner reuses
+        once the caller no longer holds it (no fresh pages per call); the others are IREE's own."""
+        if self.out_function is None or not (out or results is not None):
+            found = [self.fetch(r) for r in self.invoke(args)]
+            return [o.copy_(r) for o, r in zip(out, found)] if out else found
+        held = list(zip(out, out)) if out else [self.storage.take(s, d) if keep else (None, None)
+                                                for (s, d), keep in zip(results, self.stored)]
+        returned = iter(self.invoke(args, [self.put(base) for (base, _), keep in zip(held, self.stored) if keep]))
+        final = []
+        for (base, handed), keep in zip(held, self.stored):
+            if keep:
+                final.append(handed)
+            else:
+                r = self.fetch(next(returned))
+                final.append(handed.copy_(r) if handed is not None else r)
+        return final
+
+
+class _Transients:
+    """The transient buffer of a module compiled with externalized transients: sized from the module's
+    reflection (a constant, or a function of the arguments), allocated once and grown when needed."""
+
+    SIZE, SIZE_FUNCTION = "iree.abi.transients.size.constant", "iree.abi.transients.size"
+
+    def __init__(self, runner: IreeRunner, function: str):
+        self.runner, self.held, self.sizes = runner, None, {}
+        for name in (function, entry.OUT):
+            found = runner.module.lookup_function(f"{name}$async")
+            self.sizes[name] = dict(found.reflection) if found is not None else {}
+
+    def _size(self, function: str, args: Sequence[rt.HalBufferView]) -> int:
+        reflection = self.sizes[function]
+        if self.SIZE in reflection:
+            return int(reflection[self.SIZE])
+        if self.SIZE_FUNCTION not in reflection:
+            return 0
+        device = self.runner.device
+        sem = device.create_semaphore(0)
+        arg_list = rt.VmVariantList(len(args) + 3)
+        for a in [*args, self._allocate(64), rt.HalFence.create_at(sem, 0), rt.HalFence.create_at(sem, 1)]:
+            arg_list.push_ref(a)
+        ret_list = rt.VmVariantList(1)
+        self.runner.context.invoke(self.runner.module.lookup_function(reflection[self.SIZE_FUNCTION]), arg_list, ret_list)
+        return int(ret_list.get_variant(0))
+
+    def _allocate(self, size: int) -> rt.HalBuffer:
+        return self.runner.device.allocator.allocate_buffer(
+            memory_type=rt.MemoryType.DEVICE_LOCAL, allowed_usage=rt.BufferUsage.DEFAULT, allocation_size=max(size, 64))
+
+    def buffer(self, function: str, args: Sequence[rt.HalBufferView]) -> rt.HalBuffer:
+        """A buffer at least as large as `function` needs for `args`, kept for later calls."""
+        size = self._size(function, args)
+        if self.held is None or self.held.byte_length() < size:
+            self.held = self._allocate(size)
+        return self.held
+
+
+class _ResultStorage:
+    """Tensors results are written into, kept across calls: each call hands the caller a tensor sharing a
+    kept tensor's memory, and that memory is reused once nothing of the caller's (the tensor, a view of it)
+    refers to it any more."""
+
+    KEPT = 4  # per shape and dtype; beyond that, results the caller holds get fresh memory not kept
+
+    def __init__(self) -> None:
+        self.kept: dict[tuple, list[torch.Tensor]] = {}
+
+    @staticmethod
+    def _free(base: torch.Tensor) -> bool:
+        count = getattr(torch._C, "_storage_Use_Count", None)
+        # the kept tensor and the temporary storage object are the only users (a missing API: never reuse)
+        return count is not None and count(base.untyped_storage()._cdata) <= 2
+
+    def take(self, shape: Sequence[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept tensor to write into, the tensor to hand the caller over the same memory)."""
+        kept = self.kept.setdefault((tuple(shape), dtype), [])
+        base = next((b for b in kept if self._free(b)), None)
+        if base is None:
+            base = torch.empty(tuple(shape), dtype=dtype)
+            if len(kept) < self.KEPT:
+                kept.append(base)
+        handed = torch.empty((0,), dtype=dtype).set_(base.untyped_storage(), 0, base.shape, base.stride())
+        return base, handed

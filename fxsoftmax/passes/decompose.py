@@ -8,9 +8,10 @@ import torch
 import torch.fx as fx
 from torch.export import ExportedProgram
 
-from ..costmodel import AutoChooser
-from ..policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
-from .attention import ATTENTION_OPS, kept_attention
+from ..core.dtypes import dtype_name
+from ..core.policy import DEFAULT_POLICY, Overrides, PolicyLike, PolicyMap
+from ..core.status import SiteStatus
+from .attention import ATTENTION_OPS, KEPT_REASON, kept_attention
 from .rewrite import keep_fused_site, rewrite_site
 from .sites import SiteReport, SoftmaxSite, find_softmax_sites, match_site, module_path
 
@@ -26,7 +27,7 @@ class PassResult(NamedTuple):
 
     @property
     def rewritten(self) -> int:
-        return sum(s.status == "rewritten" for s in self.sites)
+        return sum(s.status == SiteStatus.REWRITTEN for s in self.sites)
 
 
 def decompose_softmax(
@@ -36,14 +37,15 @@ def decompose_softmax(
     *,
     example_inputs: Sequence[torch.Tensor] | None = None,
     chooser: Any = None,
+    kept_reason: str = KEPT_REASON,
 ) -> PassResult:
     """Rewrite every floating-point softmax in `module` (in place) into four steps grouped per policy.
 
     `module` is a torch.fx.GraphModule (ATen-level or torch-level) or a torch.export ExportedProgram.
     `policy` is a preset name or plan string; `overrides` maps glob patterns (node name or module
     path, or "re:<regex>") to policies, or is a callable(site) -> policy|None. A torch-level graph
-    without shape metadata (e.g. from torch.fx.symbolic_trace) needs `example_inputs`. `chooser` resolves
-    `auto` per site (default: fxsoftmax.costmodel.AutoChooser for CPU, all cores).
+    without shape metadata (e.g. from torch.fx.symbolic_trace) needs `example_inputs`. `chooser(site) ->
+    (Plan, reason)` resolves `auto` per site. `kept_reason` is reported for fused attention ops left in the graph.
     """
     if isinstance(module, ExportedProgram):
         gm = module.graph_module
@@ -54,7 +56,7 @@ def decompose_softmax(
             f"decompose_softmax expects a torch.fx.GraphModule or torch.export.ExportedProgram, got "
             f"{type(module).__name__}; for an nn.Module use fxsoftmax.export(...) or torch.export.export first"
         )
-    pmap = PolicyMap(policy, overrides, chooser or AutoChooser())
+    pmap = PolicyMap(policy, overrides, chooser)
     if example_inputs is not None:
         _propagate_fake(gm, example_inputs)
 
@@ -63,7 +65,7 @@ def decompose_softmax(
     renamed: dict[str, str] = {}
     # Re-read each site just before rewriting it: an earlier rewrite may have replaced its input.
     reports = [_apply(gm, match_site(gm, site.node), pmap, renamed) for site in sites]
-    reports += [_kept(node) for node in kept_attention(gm)]
+    reports += [_kept(node, kept_reason) for node in kept_attention(gm)]
     if isinstance(module, ExportedProgram):
         _rename_outputs(module, renamed)
     gm.graph.lint()
@@ -72,28 +74,25 @@ def decompose_softmax(
 
 
 def _apply(gm: fx.GraphModule, site: SoftmaxSite, pmap: PolicyMap, renamed: dict[str, str]) -> SiteReport:
-    dtype = str(site.in_dtype).replace("torch.", "") if site.in_dtype else None
-    report = SiteReport(site.name, site.module_path, site.form, _plain_shape(site.shape), dtype, site.dim, "", "", "")
+    dtype = dtype_name(site.in_dtype) if site.in_dtype else None
+    report = SiteReport(site.name, site.module_path, site.form, _plain_shape(site.shape), dtype, site.dim, "", "", SiteStatus.SKIPPED)
     if site.skip_reason:
         report.plan = report.plan_text = "-"
-        report.status, report.reason = "skipped", site.skip_reason
+        report.reason = site.skip_reason
         return report
     plan, why = pmap.plan_for(site)
     report.plan, report.plan_text, report.reason = plan.label, plan.text, why
     if plan.is_fused:
         keep_fused_site(gm, site)
-        report.status, report.groups = "fused", [["fused"]]
+        report.status, report.groups = SiteStatus.FUSED, [["fused"]]
     else:
         renamed[site.name] = rewrite_site(gm, site, plan).name
-        report.status, report.groups = "rewritten", [[str(s) for s in g] for g in plan.groups]
+        report.status, report.groups = SiteStatus.REWRITTEN, [list(g) for g in plan.groups]
     return report
 
 
-def _kept(node: fx.Node) -> SiteReport:
-    return SiteReport(
-        node.name, module_path(node), ATTENTION_OPS[node.target], None, None, None, "-", "-", "kept",
-        "fused attention left to IREE's attention kernel (attention='decompose' rewrites its softmax)",
-    )
+def _kept(node: fx.Node, reason: str) -> SiteReport:
+    return SiteReport(node.name, module_path(node), ATTENTION_OPS[node.target], None, None, None, "-", "-", SiteStatus.KEPT, reason)
 
 
 def _rename_outputs(ep: ExportedProgram, renamed: dict[str, str]) -> None:

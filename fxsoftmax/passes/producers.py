@@ -13,7 +13,8 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from ..group import MAX_INPUTS, Instr, dtype_name
+from ..core.dtypes import dtype_name
+from ..core.group import MAX_INPUTS, Instr
 from .sites import fake_value
 
 aten = torch.ops.aten

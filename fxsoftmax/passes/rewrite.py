@@ -8,16 +8,14 @@ from typing import Any, Callable
 import torch.fx as fx
 
 from .. import quirks
-from ..group import MAX_INPUTS, GroupSpec, dtype_name
-from ..ops import GROUP_OPS
-from ..policy import IN_OUTPUT, IN_OUTPUT_ACCEPTS, Plan, in_output_applies
-from ..tags import PREFIX, step_tag
+from ..core import steps
+from ..core.dtypes import dtype_name
+from ..core.group import MAX_INPUTS, GroupSpec
+from ..core.op import GROUP_OPS
+from ..core.policy import IN_OUTPUT, IN_OUTPUT_ACCEPTS, Plan, in_output_applies
+from ..core.tags import PREFIX, step_tag
 from .producers import pullable_producers
 from .sites import SoftmaxSite, fake_value
-
-# per step (' dropped): the values it makes, and the values it reads
-_VALUES = {"1": ("m",), "13": ("m", "l"), "2": ("z",), "3": ("l",), "4": ("y",)}
-_READS = {"1": ("x",), "13": ("x",), "2": ("x", "m"), "3": ("z",), "4": ("z", "l")}
 
 
 class UnsupportedPlanError(ValueError):
@@ -64,32 +62,17 @@ class _Emitter:
         return node
 
 
-def group_steps(plan: Plan) -> list[list[str]]:
-    """The plan's groups as step tokens ("13" for the online pass)."""
-    out = []
-    for group in plan.groups:
-        tokens = []
-        for s in group:
-            if s.online:
-                if s.n == 1:
-                    tokens.append("13")
-            else:
-                tokens.append(str(s))
-        out.append(tokens)
-    return out
-
-
 def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
     """Replace `site` by one group op per plan group; return the node that now holds the softmax result."""
     if plan.in_output:
         _check_in_output(site)
     emit = _Emitter(gm, site)
-    groups = group_steps(plan)
-    needs = [_needs(steps) for steps in groups]
+    groups = plan.groups
+    needs = [steps.outside_reads(g) for g in groups]
     later_reads_x = any("x" in n for n in needs[1:])
     pull = quirks.may_pull_producers(later_reads_x) and not plan.in_output  # the hand-written kernel reads x only
     producers = pullable_producers(site.x, site.node) if pull else None
-    where = {v: gi for gi, steps in enumerate(groups) for s in steps if not s.endswith("'") for v in _VALUES[s.rstrip("'")]}
+    where = {v: gi for gi, g in enumerate(groups) for t in g if not steps.is_recomputed(t) for v in steps.writes(t)}
     common = dict(
         site=site.name, dim=site.dim, shape=tuple(d if isinstance(d, int) else -1 for d in site.shape),
         x_dtype=dtype_name(site.x_dtype), in_dtype=dtype_name(site.in_dtype),
@@ -97,7 +80,7 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
         safe=site.safe, reciprocal=quirks.reciprocal(where.get("l", where["y"]), where["y"]),
     )
     stored: dict[str, fx.Node] = {}
-    for gi, steps in enumerate(groups):
+    for gi, tokens in enumerate(groups):
         names: list[str] = []
         args: list[Any] = []
         chain: tuple = ()
@@ -118,7 +101,7 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
         refusal = quirks.refuse_group(tuple(outputs), not isinstance(site.shape[site.dim], int))
         if refusal:
             raise UnsupportedPlanError(f"softmax site {site.name!r} (dim {site.dim} of shape {site.shape}) with plan {plan.text!r}: {refusal}")
-        spec = GroupSpec(group=gi + 1, steps=tuple(steps), inputs=tuple(names), outputs=tuple(outputs), chain=chain,
+        spec = GroupSpec(group=gi + 1, steps=tuple(tokens), inputs=tuple(names), outputs=tuple(outputs), chain=chain,
                          kernel=IN_OUTPUT if plan.in_output else "", **common)
         padded = tuple(args) + (None,) * (MAX_INPUTS - len(args)) + (spec.to_json(),)
         node = emit(GROUP_OPS[len(outputs)], padded, f"g{gi + 1}")
@@ -141,7 +124,7 @@ def rewrite_site(gm: fx.GraphModule, site: SoftmaxSite, plan: Plan) -> fx.Node:
 
 def _check_in_output(site: SoftmaxSite) -> None:
     """`inplace`'s kernel takes a softmax over the innermost dim in policy.IN_OUTPUT_DTYPES."""
-    dtypes = {dtype_name(d) for d in (site.x_dtype, site.in_dtype, site.compute_dtype, site.out_dtype)}
+    dtypes = site.dtype_names()
     innermost = site.dim == len(site.shape) - 1
     if not in_output_applies(innermost, dtypes):
         what = f"over dim {site.dim} of a rank-{len(site.shape)} tensor" if not innermost else f"in {sorted(dtypes)}"
@@ -149,13 +132,3 @@ def _check_in_output(site: SoftmaxSite) -> None:
             f"softmax site {site.name!r} (dim {site.dim} of shape {site.shape}) with policy {IN_OUTPUT!r}: a softmax {what}; "
             f"accepted: {IN_OUTPUT_ACCEPTS} (give this site another preset, e.g. overrides={{{site.name!r}: 'split'}})"
         )
-
-
-def _needs(steps: list[str]) -> set[str]:
-    """Values a group reads from outside itself."""
-    local: set[str] = set()
-    needs: set[str] = set()
-    for s in steps:
-        needs |= {v for v in _READS[s.rstrip("'")] if v not in local}
-        local |= set(_VALUES[s.rstrip("'")])
-    return needs

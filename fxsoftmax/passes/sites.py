@@ -9,8 +9,10 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from ..core.dtypes import compute_dtype, dtype_name
+from ..core.status import SiteStatus
+
 aten = torch.ops.aten
-LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 # call_function targets: form name, and the positional index / keyword of (dim, dtype).
 _TORCH_FUNCTIONS: dict[Any, str] = {
@@ -48,8 +50,11 @@ class SoftmaxSite:
 
     @property
     def compute_dtype(self) -> torch.dtype | None:
-        src = self.in_dtype
-        return torch.float32 if src in LOW_PRECISION else src
+        return compute_dtype(self.in_dtype) if self.in_dtype is not None else None
+
+    def dtype_names(self) -> set[str]:
+        """x's, softmax's, the compute and the output dtype names."""
+        return {dtype_name(d) for d in (self.x_dtype, self.in_dtype, self.compute_dtype, self.out_dtype) if d is not None}
 
 
 @dataclass
@@ -64,13 +69,14 @@ class SiteReport:
     dim: int | None
     plan: str  # preset name or plan string
     plan_text: str  # the plan string ("fused" for fused)
-    status: str  # "rewritten" | "fused" | "skipped"
+    status: SiteStatus
     reason: str = ""
     groups: list[list[str]] = field(default_factory=list)  # steps per dispatch group, e.g. [["1","2"],["3","4"]]
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["shape"] = list(self.shape) if self.shape is not None else None
+        d["status"] = str(self.status)
         return d
 
 

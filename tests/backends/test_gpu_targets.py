@@ -1,0 +1,95 @@
+"""GPU targets: cuda, hip and vulkan compile here without a GPU; the dispatch structure IREE produced is
+checked as on CPU. Runtime tests run where a device exists (Mesa's llvmpipe counts for Vulkan)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fxsoftmax
+from fxsoftmax.backends.compiler import IreeCompileError
+from fxsoftmax.backends.runtime import DeviceUnavailableError, available_devices, open_device
+from fxsoftmax.core.policy import parse_policy
+from helpers import PRESETS, FourSites, four_site_args, planned_steps, pulls_producers
+
+TARGETS = [("cuda", None), ("hip", None), ("vulkan", "rdna3"), ("vulkan", None)]
+ARGS = four_site_args(row=32)  # IREE 3.9's own CUDA softmax cannot compile rows of 16 here (see below)
+# Measured: IREE 3.9's CUDA code generation fails on a group holding a reduction and an elementwise step
+# over a non-innermost dim (site 4 of FourSites, `12`) with the error that also stops IREE's own softmax.
+IREE_FAILS = {("cuda:sm_80", "split"): "llvm.extractelement"}
+@pytest.fixture(scope="module", params=TARGETS, ids=lambda t: f"{t[0]}-{t[1] or 'default'}")
+def target(request):
+    return fxsoftmax.Target(*request.param)
+
+
+@pytest.mark.slow
+def test_every_preset_has_its_dispatches_on_gpu_targets(target):
+    fused = fxsoftmax.inspect(fxsoftmax.export(FourSites(), ARGS, policy="fused", device=target.device, arch=target.arch))
+    assert fused.target == str(target) and all(s.matches_plan for s in fused.sites)
+    for policy in PRESETS:
+        plan = parse_policy(policy)
+        if (str(target), policy) in IREE_FAILS:
+            with pytest.raises(IreeCompileError, match=IREE_FAILS[str(target), policy]):
+                fxsoftmax.export(FourSites(), ARGS, policy=policy, device=target.device, arch=target.arch)
+            continue
+        report = fxsoftmax.inspect(fxsoftmax.export(FourSites(), ARGS, policy=policy, device=target.device, arch=target.arch))
+        for site in report.sites:
+            assert site.matches_plan, (policy, site.problem)
+            assert [d.steps for d in site.dispatches] == planned_steps(plan)
+            assert site.exps_per_element == plan.exps_per_element
+        # outside the softmax sites: the scale/mask producers' dispatch, unless the first group took them in
+        pulled = pulls_producers(plan)
+        assert report.total_dispatches - sum(len(s.dispatches) for s in report.sites) == (0 if pulled else 1)
+
+
+def test_cuda_short_rows_fail_in_iree_for_groups_that_reduce_and_map():
+    """Measured, not assumed: IREE 3.9 cannot compile its own softmax for 128 rows of 16 on sm_80, nor a
+    group that takes the max and exp(x - m) of such rows (`split`'s `12`); the other presets compile."""
+    model, x = torch.nn.Softmax(-1), (torch.randn(2, 4, 16, 16),)
+    for policy in ("fused", "split"):
+        with pytest.raises(IreeCompileError, match="llvm.extractelement"):
+            fxsoftmax.export(model, x, policy=policy, device="cuda")
+    for policy in ("remat", "split-sum", "per-step", "online"):
+        site = fxsoftmax.inspect(fxsoftmax.export(model, x, policy=policy, device="cuda")).sites[0]
+        assert site.matches_plan
+
+
+def _device_or_skip(driver: str):
+    try:
+        return open_device(driver)
+    except DeviceUnavailableError:
+        pytest.skip(f"no {driver} driver/device on this machine: {available_devices()}")
+
+
+@pytest.mark.parametrize("device", ["cuda", "hip"])
+def test_gpu_runtime(device):
+    _device_or_skip(device)
+    art = fxsoftmax.export(FourSites(), ARGS, policy="split", device=device)
+    for got, want in zip(art(*ARGS), FourSites()(*ARGS)):
+        assert (got - want).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("policy", ["remat", "per-step"])
+def test_vulkan_runtime(policy):
+    """Runs on a real Vulkan GPU or on Mesa's llvmpipe (which IREE lists only by UUID)."""
+    opened = _device_or_skip("vulkan")
+    art = fxsoftmax.export(FourSites(), ARGS, policy=policy, device="vulkan")
+    assert art.runner().opened.uri == opened.uri
+    for got, want in zip(art(*ARGS), FourSites()(*ARGS)):
+        assert (got - want).abs().max().item() <= 1e-5
+
+
+def test_software_vulkan_refuses_gpu_chip_modules():
+    opened = _device_or_skip("vulkan")
+    if not opened.software_vulkan:
+        pytest.skip(f"the Vulkan device here is a real GPU ({opened.description})")
+    art = fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 64),), policy="remat", device="vulkan", arch="rdna3")
+    with pytest.raises(DeviceUnavailableError, match="vp_android_baseline_2022"):
+        art(torch.randn(4, 64))
+
+
+def test_unknown_arch_is_refused_up_front_with_the_accepted_chips():
+    with pytest.raises(ValueError, match=r"cannot compile for cuda arch 'sm_90' .*sm_80.*; accepted: .*sm_80"):
+        fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 64),), device="cuda", arch="sm_90")
+    with pytest.raises(ValueError, match="cannot compile for hip arch 'gfx9999'"):
+        fxsoftmax.backend(device="hip", arch="gfx9999")
