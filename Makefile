@@ -40,8 +40,10 @@ $(IREE_VENV)/.installed: pyproject.toml
 run: $(STAMP)
 	$(BIN)/fxsoftmax demo
 
+# Tests that time the machine run alone, after the others.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 test-iree: $(IREE_VENV)/.installed
 	$(IREE_VENV)/bin/python -m pytest -q -n 2 --dist worksteal -p no:cacheprovider -m iree

@@ -23,7 +23,7 @@ EXAMPLES = """examples:
   fxsoftmax inspect build/bert
   fxsoftmax run build/bert --device cpu --repeat 20
   fxsoftmax bench [--full | --calibrate] --out bench/
-  fxsoftmax bench --model bert-base --seq 128 --out docs/benchmarks
+  fxsoftmax bench --model bert-base --layers 2 --seq 512 --out docs/benchmarks/bert-base-512
 """
 
 
@@ -128,8 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench-out", help="folder for results.csv, results.json, report.md, *.png (default bench-out)")
     b.add_argument("--repeat", type=int, default=7, help="timed runs per method after warm-up (default 7)")
     b.add_argument("--no-inductor", action="store_true", help="skip torch.compile/inductor (its C++ compile is slow)")
-    mode.add_argument("--model", help="time a whole built-in model (see export --list-models) under every policy")
-    b.add_argument("--seq", type=int, default=128, help="sequence length for --model (default 128)")
+    mode.add_argument("--model", help="time a whole built-in model (see export --list-models) as users build it: "
+                      "attention kept, decomposed, the eager-attention graph, torch eager, torch SDPA, inductor")
+    b.add_argument("--seq", type=int, default=512, help="sequence length (or cache length with --decode) for --model (default 512)")
+    b.add_argument("--layers", type=int, help="layers of the --model (default: the model's)")
+    b.add_argument("--decode", action="store_true", help="with --model: one decode step over a static cache of --seq positions")
+    mode.add_argument("--attention", action="store_true", help="attention alone: IREE's attention kernel kept vs decomposed")
     mode.add_argument("--shape", help="time one case of this shape, e.g. 4096x16384 (with --dim, --dtype, --threads)")
     b.add_argument("--dim", type=int, default=-1, help="softmax dim for --shape (default -1)")
     b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="dtype for --shape (default float32)")
@@ -366,7 +370,13 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if a.model:
         from .tools.bench.model import run_model_bench
 
-        print(run_model_bench(a.model, a.out, seq=a.seq, repeat=a.repeat, inductor=not a.no_inductor, quiet=a.quiet))
+        print(run_model_bench(a.model, a.out, seq=a.seq, layers=a.layers, decode=a.decode, repeat=a.repeat,
+                              inductor=not a.no_inductor, quiet=a.quiet))
+        return 0
+    if a.attention:
+        from .tools.bench.attention import run_attention_bench
+
+        print(run_attention_bench(a.out, repeat=a.repeat, say=(lambda m: None) if a.quiet else print))
         return 0
     from .tools.bench import run_bench
     from .tools.bench.cases import Case

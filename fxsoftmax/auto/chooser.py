@@ -114,8 +114,10 @@ class AutoChooser:
         times = self.predicted_ms(rows, row, last, dtype, in_output)
         name = next(iter(times))
         others = ", ".join(f"{p} {t:.3g}" for p, t in times.items() if p != name)
+        quality = machine.describe_quality(self.constants)
         return parse_policy(name), (f"auto: cost model for {rows}x{row} {dtype} {'last' if last else 'other'} dim, "
-                                    f"{self.threads} thread(s): {name} {times[name]:.3g} ms predicted (vs {others})")
+                                    f"{self.threads} thread(s): {name} {times[name]:.3g} ms predicted (vs {others})"
+                                    + (f"; {quality}" if quality else ""))
 
     def nearest(self, rows: int, row: int, last: bool, dtype: str = "float32", in_output: bool = True) -> tuple[Plan, str]:
         """Best preset of the nearest calibrated case (`inplace` where the site takes it)."""

@@ -67,22 +67,30 @@ def predict_dispatches_ms(plan: Plan, rows: int, row: int, innermost: bool, dtyp
     k = constants.at(used)
     per_pass = k.pass_ns_per_element[dtype_name] * elements
     read, write = constants.memory_ns_per_byte(used, footprint)
-    reduce_read = read if innermost else read * k.columns_read_ns_per_byte / k.read_ns_per_byte["mid"]
+    in_cache = footprint <= constants.l2_bytes * used  # everything stays in L2
     dispatch_ns = constants.at(threads).dispatch_us * 1e3  # the executor's cost, all its threads
     times = []
     for w in work:
-        read_bytes, write_bytes = sum(nbytes[t] for t in w.reads), sum(nbytes[t] for t in w.writes)
-        if footprint <= constants.l2_bytes * used:  # everything stays in L2
+        # a reduction along an outer dim reads x (dtype) or a stored z (f32) across rows: its cost per element
+        # was measured per dtype (a bf16 column costs about what an f32 one does), scaled like a row's read
+        # from the footprint's place in the memory hierarchy
+        reduce_read = {t: read if innermost else read * k.columns_read_ns_per_element[dtype_name if t == "x" else "float32"]
+                       / (k.read_ns_per_byte["mid"] * nbytes[t] / elements) for t in w.reads}
+        read_ns = sum(nbytes[t] * (reduce_read[t] if w.reductions else read) for t in w.reads)
+        write_bytes = sum(nbytes[t] for t in w.writes)
+        if in_cache:
             memory, rereads = (len(w.reads) + len(w.writes)) * per_pass, 0.0
         else:
-            memory = read_bytes * (reduce_read if w.reductions else read) + write_bytes * write
-            row_stays = innermost and (read_bytes + write_bytes) // rows <= constants.l2_bytes // 2
-            rereads = 0.0 if row_stays else (w.passes - 1) * read_bytes * reduce_read
+            memory = read_ns + write_bytes * write
+            row_stays = innermost and (sum(nbytes[t] for t in w.reads) + write_bytes) // rows <= constants.l2_bytes // 2
+            rereads = 0.0 if row_stays else (w.passes - 1) * sum(nbytes[t] * reduce_read[t] for t in w.reads)
         exps = w.exps * elements * k.exp_ns_per_element[dtype_name] * (constants.vector_lanes_f32 if w.scalar else 1)
         # a full-size result in a 16-bit dtype is rounded from f32 once per element (`inplace`: z, then y)
         narrow_writes = sum(nbytes[t] < 4 * elements for t in w.writes) * (2 if plan.in_output else 1)
         compute = w.passes * per_pass + exps + narrow_writes * k.narrow_write_ns_per_element[dtype_name] * elements
         if plan.in_output:  # it prefetches, so its traffic and compute overlap
             memory, compute = 0.0, max(memory, compute)
+        if not innermost and not w.reductions and w.exps and "x" in w.reads:  # exp(x - m) over an outer dim, measured
+            memory, rereads, compute = 0.0, 0.0, elements * k.outer_exp_ns_per_element[dtype_name] * read / k.read_ns_per_byte["mid"]
         times.append((memory + rereads + compute + dispatch_ns) * 1e-6)
     return times

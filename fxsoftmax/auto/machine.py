@@ -1,10 +1,18 @@
 """This machine: what reports say about it (`describe`), and the few constants of its CPU that `auto`'s
-cost model needs, measured with IREE in seconds on first use and cached per machine: memory read and
-write cost, an in-cache pass and an exp per element and dtype, rounding a result to bf16, and the cost of a
-dispatch, each with one thread and with all cores."""
+cost model needs, measured with IREE probes (fxsoftmax.auto.probes) in seconds on first use and cached per
+machine: memory read and write cost, an in-cache pass and an exp per element and dtype, rounding a result
+to bf16, and the cost of a dispatch and of a call, each with one thread and with all cores.
+
+Measurements survive a busy machine: each probe's time is its best of several calls, taken from the CPU
+time its threads used where other processes slowed the wall clock. The other processes' share of the CPU
+during the measurement is recorded, and so are checks the constants must pass (all cores are not slower
+per element than one; data in cache is not slower than data from memory). Constants that fail a check are
+measured again at once; constants taken under load are measured again at a later first use on a quiet
+machine, and `auto`'s reason line says so."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -20,22 +28,13 @@ from ..backends import flags
 from ..backends.compiler import iree_compile
 from ..backends.runtime import IreeRunner, physical_cores
 from ..backends.targets import Target
-from ..core.dtypes import dtype
-from ..core.group import GroupSpec
-from ..core.policy import IN_OUTPUT, IN_OUTPUT_PLAN
-from ..lowering.inplace import in_output_definitions
+from . import probes
+from .probes import DTYPES, IN_OUTPUT_SHAPE, MID, REPEATS, ROW, ROWS, STREAM, TINY
 
 CACHE_DIR = os.environ.get("FXSOFTMAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "fxsoftmax")
-DTYPES = {d: dtype(d).mlir for d in ("float32", "bfloat16")}  # what the probes measure
-# Probe sizes: the memory probes move 256 MiB each way (beyond the caches of the machines measured so
-# far); the in-cache probes re-read one 64 KiB f32 row per thread REPEATS times inside one dispatch.
-STREAM = 1 << 26
-MID = 1 << 21  # 8 MiB of f32: beyond L2, within the last-level caches of the machines measured so far
-ROWS, ROW, REPEATS = 8, 16384, 256
-TINY = 64
-# `inplace`'s own kernel in cache (512 KiB of f32), CHAINED times in a call, in each dtype
-IN_OUTPUT_SHAPE, CHAINED = (32, 4096), 16
-PROBES_VERSION = 2  # part of the cache key: a cache written by other probes is measured again
+BUSY = 0.25  # others' share of all CPUs above which a measurement counts as taken under load
+SLACK = 1.15  # how far a check lets two measurements disagree before it calls them inconsistent
+ATTEMPTS = 3  # measurements tried when the checks fail
 
 
 @dataclass(frozen=True)
@@ -44,12 +43,13 @@ class Threads:
 
     read_ns_per_byte: dict[str, float]  # a row reduction reading x: "mid" (8 MiB) and "large" (256 MiB)
     write_ns_per_byte: dict[str, float]  # writing a result as large (an elementwise pass minus its read)
-    columns_read_ns_per_byte: float  # a reduction over the outer dim of an 8 MiB [rows, 4096] tensor
+    columns_read_ns_per_element: dict[str, float]  # a reduction over the outer dim of a [512, 4096] tensor, per dtype
     pass_ns_per_element: dict[str, float]  # one more pass over data already in cache, per dtype
     exp_ns_per_element: dict[str, float]  # one exp, per dtype
     dispatch_us: float  # one more dispatch in a call
     call_us: float  # a call of a one-dispatch function on a tiny tensor
     narrow_write_ns_per_element: dict[str, float]  # rounding a result to the dtype from f32 as it is written
+    outer_exp_ns_per_element: dict[str, float]  # exp(x - m) over a softmax's outer dim, x and the result in the dtype
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,14 @@ class Constants:
     vector_lanes_f32: int
     by_threads: dict[int, Threads] = field(default_factory=dict)
     seconds_to_measure: float = 0.0
+    load: float = 0.0  # other processes' share of all CPUs while these were measured
+    violations: list[str] = field(default_factory=list)  # checks the constants failed
+    note: str = ""  # why they were measured (again), for `auto`'s reason line
+
+    @property
+    def trusted(self) -> bool:
+        """Measured on a quiet machine and consistent; else measured again at a later first use."""
+        return self.load <= BUSY and not self.violations
 
     def at(self, threads: int) -> Threads:
         """Costs for `threads` working at once: measured at 1 and all cores, in between interpolated."""
@@ -75,11 +83,12 @@ class Constants:
         return Threads(
             {s: mix(a.read_ns_per_byte[s], b.read_ns_per_byte[s]) for s in a.read_ns_per_byte},
             {s: mix(a.write_ns_per_byte[s], b.write_ns_per_byte[s]) for s in a.write_ns_per_byte},
-            mix(a.columns_read_ns_per_byte, b.columns_read_ns_per_byte),
+            {d: mix(a.columns_read_ns_per_element[d], b.columns_read_ns_per_element[d]) for d in a.columns_read_ns_per_element},
             {d: mix(a.pass_ns_per_element[d], b.pass_ns_per_element[d]) for d in a.pass_ns_per_element},
             {d: mix(a.exp_ns_per_element[d], b.exp_ns_per_element[d]) for d in a.exp_ns_per_element},
             mix(a.dispatch_us, b.dispatch_us), mix(a.call_us, b.call_us),
             {d: mix(a.narrow_write_ns_per_element[d], b.narrow_write_ns_per_element[d]) for d in a.narrow_write_ns_per_element},
+            {d: mix(a.outer_exp_ns_per_element[d], b.outer_exp_ns_per_element[d]) for d in a.outer_exp_ns_per_element},
         )
 
     def memory_ns_per_byte(self, threads: int, footprint: int) -> tuple[float, float]:
@@ -143,7 +152,7 @@ def describe() -> dict:
 
 def machine_key() -> str:
     """CPU model, ISA flags, core count and IREE version: what the constants depend on."""
-    text = json.dumps([describe()["cpu"], sorted(cpu_flags()), physical_cores(), version("iree-base-compiler"), PROBES_VERSION])
+    text = json.dumps([describe()["cpu"], sorted(cpu_flags()), physical_cores(), version("iree-base-compiler"), probes.VERSION])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -152,18 +161,20 @@ def cache_path(cache_dir: str | None = None) -> str:
 
 
 def constants(cache_dir: str | None = None) -> Constants:
-    """This machine's constants: read from the cache, or measured now (a few seconds) and cached. Delete
-    the cache file to measure again (e.g. after a first use on a busy machine)."""
+    """This machine's constants: read from the cache, or measured now (a few seconds) and cached. Constants
+    that were not trusted (taken under load, or inconsistent) are measured again once the machine is quiet."""
     path = cache_path(cache_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     # One process measures while the others wait (test workers, a build farm): two measuring at once
     # would each time the probes against the other's load, and cache that.
     with open(f"{path}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.isfile(path):
-            with open(path) as f:
-                return Constants.from_json(json.load(f))
+        cached = _read(path)
+        if cached is not None and (cached.trusted or others_load(0.3) > BUSY):
+            return cached
         measured = measure()
+        if cached is not None:
+            measured = dataclasses.replace(measured, note=f"measured again: the cached constants {_distrust(cached)}")
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
             json.dump(measured.to_json(), f, indent=1)
@@ -171,88 +182,78 @@ def constants(cache_dir: str | None = None) -> Constants:
         return measured
 
 
-def _reduce(name: str, arg: str, out: str, dims: str, maps: tuple[str, str], iters: str, body: str, extra: str = "") -> str:
-    """A function summing `body`'s value (%v, f32) over the reduction dims of one linalg.generic.
-    `extra` is a second, f32 operand (a tensor of zeros) indexed by the repeat dim."""
-    eltype = arg.rsplit("x", 1)[-1].rstrip(">")
-    ins, types, amap = "%a", arg, f"affine_map<({dims}) -> ({maps[0]})>"
-    args, block = f"%a: {arg}", f"%b: {eltype}"
-    if extra:
-        ins, types, amap = "%a, %k", f"{arg}, {extra}", f"{amap}, affine_map<({dims}) -> (k)>"
-        args, block = f"{args}, %k: {extra}", f"{block}, %kk: f32"
-    return f"""
-  func.func @{name}({args}) -> {out} {{
-    %zero = arith.constant 0.0 : f32
-    %empty = tensor.empty() : {out}
-    %init = linalg.fill ins(%zero : f32) outs(%empty : {out}) -> {out}
-    %r = linalg.generic {{indexing_maps = [{amap}, affine_map<({dims}) -> ({maps[1]})>], iterator_types = [{iters}]}}
-      ins({ins} : {types}) outs(%init : {out}) {{
-      ^bb0({block}, %acc: f32):
-        {body}
-        %s = arith.addf %v, %acc : f32
-        linalg.yield %s : f32
-    }} -> {out}
-    return %r : {out}
-  }}"""
+def _read(path: str) -> Constants | None:
+    try:
+        with open(path) as f:
+            return Constants.from_json(json.load(f))
+    except (OSError, ValueError, TypeError, KeyError):  # none yet, or written by another version
+        return None
 
 
-def _stream(name: str, n: int) -> str:
-    t = f"tensor<{n}xf32>"
-    return f"""
-  func.func @{name}(%a: {t}) -> {t} {{
-    %empty = tensor.empty() : {t}
-    %r = linalg.generic {{indexing_maps = [affine_map<(i) -> (i)>, affine_map<(i) -> (i)>], iterator_types = ["parallel"]}}
-      ins(%a : {t}) outs(%empty : {t}) {{
-      ^bb0(%b: f32, %o: f32):
-        %v = arith.addf %b, %b : f32
-        linalg.yield %v : f32
-    }} -> {t}
-    return %r : {t}
-  }}"""
+def _distrust(c: Constants) -> str:
+    why = [f"were taken while other processes used {c.load:.0%} of the CPU"] if c.load > BUSY else []
+    return " and ".join(why + [f"failed a check ({'; '.join(c.violations)})"] * bool(c.violations))
 
 
-def _probe_module() -> str:
-    funcs = []
-    for t in DTYPES.values():
-        # %kk (zeros the compiler cannot see) keeps each repeat's work inside the repeat loop
-        load = ("%f = arith.extf %b : bf16 to f32\n        %u = arith.addf %f, %kk : f32" if t == "bf16"
-                else "%u = arith.addf %b, %kk : f32")
-        for kind, op in (("pass", "%v = arith.addf %u, %u : f32"), ("exp", "%v = math.exp %u : f32")):
-            funcs.append(_reduce(f"{kind}_{t}", f"tensor<{ROWS}x{ROW}x{t}>", f"tensor<{ROWS}xf32>", "r, k, j", ("r, j", "r"),
-                                 '"parallel", "reduction", "reduction"', f"{load}\n        {op}", f"tensor<{REPEATS}xf32>"))
-    double, tiny = "%v = arith.addf %b, %b : f32", f"tensor<{TINY}x{TINY}xf32>"
-    row_sum = lambda name, rows, cols: _reduce(name, f"tensor<{rows}x{cols}xf32>", f"tensor<{rows}xf32>", "i, j",  # noqa: E731
-                                               ("i, j", "i"), '"parallel", "reduction"', double)
-    funcs += [row_sum("read", STREAM // ROW, ROW), row_sum("read_mid", MID // ROW, ROW), row_sum("one", TINY, TINY)]
-    funcs.append(_reduce("total", f"tensor<{TINY}xf32>", "tensor<f32>", "i", ("i", ""), '"reduction"', double))
-    funcs.append(_reduce("read_columns", f"tensor<{MID // 4096}x4096xf32>", "tensor<4096xf32>", "i, j", ("i, j", "j"),
-                         '"reduction", "parallel"', double))
-    funcs.append(_stream("stream", STREAM) + _stream("stream_mid", MID))
-    funcs.append(f"""
-  func.func @two(%a: {tiny}) -> tensor<f32> {{
-    %s = call @one(%a) : ({tiny}) -> tensor<{TINY}xf32>
-    %t = call @total(%s) : (tensor<{TINY}xf32>) -> tensor<f32>
-    return %t : tensor<f32>
-  }}""")
-    return "module {" + "".join(funcs) + _in_output_probes() + "\n}\n"
+def describe_quality(c: Constants) -> str:
+    """How far to trust `c`, for `auto`'s reason line ("" when there is nothing to say)."""
+    if not c.trusted:
+        return f"machine constants provisional: they {_distrust(c)}; measured again at the next use on a quiet machine"
+    return f"machine constants {c.note}" if c.note else ""
 
 
-def _in_output_probes() -> str:
-    """`inplace`'s kernel for each dtype on IN_OUTPUT_SHAPE, CHAINED times (softmax of softmax of x ...),
-    as public functions `in_output_<t>`."""
-    text = []
-    for name, t in DTYPES.items():
-        spec = GroupSpec(site=f"probe_{t}", group=1, steps=tuple(IN_OUTPUT_PLAN), dim=1, shape=IN_OUTPUT_SHAPE, inputs=("x",),
-                         outputs=("y",), x_dtype=name, in_dtype=name, compute_dtype="float32", out_dtype=name, kernel=IN_OUTPUT)
-        fn, definitions = in_output_definitions(spec, list(IN_OUTPUT_SHAPE))
-        ty = f"tensor<{IN_OUTPUT_SHAPE[0]}x{IN_OUTPUT_SHAPE[1]}x{t}>"
-        calls = "\n    ".join(f"%y{i + 1} = util.call @{fn}(%y{i}) : ({ty}) -> {ty}" for i in range(CHAINED))
-        text.append(definitions + f"""
-  util.func public @in_output_{t}(%y0: {ty}) -> {ty} {{
-    {calls}
-    util.return %y{CHAINED} : {ty}
-  }}""")
-    return "".join(text)
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _own_ticks() -> float:
+    t = os.times()
+    return (t.user + t.system + t.children_user + t.children_system) * os.sysconf("SC_CLK_TCK")
+
+
+class _LoadMeter:
+    """Other processes' share of all CPUs between start and `share()`."""
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[int, int, float]:
+        try:
+            return (*_cpu_ticks(), _own_ticks())
+        except (OSError, ValueError, IndexError):  # no /proc/stat: no load known
+            return 0, 0, 0.0
+
+    def share(self) -> float:
+        (b0, t0, o0), (b1, t1, o1) = self.start, self._sample()
+        return max(0.0, min(1.0, (b1 - b0 - (o1 - o0)) / (t1 - t0))) if t1 > t0 else 0.0
+
+
+def others_load(seconds: float) -> float:
+    """Other processes' share of all CPUs over the next `seconds`."""
+    meter = _LoadMeter()
+    time.sleep(seconds)
+    return meter.share()
+
+
+def best_call_ms(runner: IreeRunner, args: list, calls: int, workers: int, latency: bool = False, budget_s: float = 0.2) -> float:
+    """A loaded function's time per call in ms, its arguments placed, after a warm-up: the best of at least
+    `calls` calls, and of as many as fit in `budget_s`. Work (`latency` False) is timed instead by the CPU
+    time its `workers` spent per call, where other processes slowed the wall clock more than that (the CPU
+    time of threads other than the caller is booked at scheduler ticks, so it is read over the whole budget,
+    not per call); a call's latency by the wall clock alone."""
+    clock = time.thread_time if workers == 1 else time.process_time  # local-sync runs in the calling thread
+    runner.invoke(args)
+    best, n, start, cpu_start = math.inf, 0, time.perf_counter(), clock()
+    while n < calls or time.perf_counter() - start < budget_s:
+        t = time.perf_counter()
+        runner.invoke(args)
+        best, n = min(best, time.perf_counter() - t), n + 1
+    return 1e3 * (best if latency else min(best, (clock() - cpu_start) / n / workers))
 
 
 def median_call_ms(runner, args, calls: int) -> float:
@@ -268,41 +269,80 @@ def median_call_ms(runner, args, calls: int) -> float:
 
 
 def measure() -> Constants:
-    """Compile the probes for this CPU and time them with one thread and with all cores."""
-    import torch
-
-    start = time.perf_counter()
-    vmfb = iree_compile(_probe_module(), flags.module_flags(Target("cpu"), ["rewritten"]), what="the machine probes").output
-    gen = torch.Generator().manual_seed(0)
-    big = torch.randn(STREAM, generator=gen)
-    repeats = torch.zeros(REPEATS)
-    rows = {d: torch.randn(ROWS, ROW, generator=gen).to(getattr(torch, d)) for d in DTYPES}
-    tiny = torch.randn(TINY, TINY, generator=gen)
-    cores = physical_cores()
-    by_threads = {}
-    for threads in sorted({1, cores}):
-        driver = "local-sync" if threads == 1 else "local-task"
-        ms = lambda fn, args, calls=5: median_call_ms(IreeRunner(vmfb, driver, fn), args, calls)  # noqa: E731
-        one, two = ms("one", [tiny], 200), ms("two", [tiny], 200)
-        read = {"large": ms("read", [big.view(STREAM // ROW, ROW)]) * 1e6 / (4 * STREAM),
-                "mid": (ms("read_mid", [big[:MID].view(MID // ROW, ROW)], 21) - one) * 1e6 / (4 * MID)}
-        stream = {"large": ms("stream", [big]) * 1e6 / (4 * STREAM), "mid": (ms("stream_mid", [big[:MID]], 21) - one) * 1e6 / (4 * MID)}
-        columns = (ms("read_columns", [big[:MID].view(MID // 4096, 4096)], 21) - one) * 1e6 / (4 * MID)
-        per_element = 1e6 / (ROWS * ROW * REPEATS)
-        passes = {d: ms(f"pass_{t}", [rows[d], repeats]) * per_element for d, t in DTYPES.items()}
-        exps = {d: max(ms(f"exp_{t}", [rows[d], repeats]) * per_element - passes[d], 0.0) for d, t in DTYPES.items()}
-        write = {s: max(stream[s] - read[s], 0.0) for s in read}
-        dispatch = max(two - one, 0.0)
-        # the same calls and dispatches in each dtype: the difference is the kernel's conversions, mostly its
-        # two 16-bit writes per element (z, then y; a widening read is a shift)
-        in_output = {d: ms(f"in_output_{t}", [rows[d].view(-1)[: math.prod(IN_OUTPUT_SHAPE)].view(IN_OUTPUT_SHAPE)], 21)
-                     for d, t in DTYPES.items()}
-        narrow_write = {d: max(t - in_output["float32"], 0.0) * 1e6 / (2 * CHAINED * math.prod(IN_OUTPUT_SHAPE)) for d, t in in_output.items()}
-        by_threads[threads] = Threads(read, write, columns, passes, exps, dispatch * 1e3, one * 1e3, narrow_write)
+    """Compile the probes for this CPU and time them with one thread and with all cores; measure again
+    (up to ATTEMPTS times) while the constants fail a check, and keep the most consistent."""
+    start, meter = time.perf_counter(), _LoadMeter()
+    vmfb = iree_compile(probes.module(), flags.module_flags(Target("cpu"), ["rewritten"]), what="the machine probes").output
+    inputs, cores = _inputs(), physical_cores()
+    tried = []
+    for _ in range(ATTEMPTS):
+        by_threads = {threads: _measure_threads(vmfb, inputs, threads) for threads in sorted({1, cores})}
+        tried.append((len(check(by_threads, cores)), by_threads))
+        if not tried[-1][0]:
+            break
+    by_threads = min(tried, key=lambda t: t[0])[1]
     isa = cpu_flags()
     lanes = 16 if "avx512f" in isa else 8 if "avx2" in isa else 4
-    return Constants(describe()["cpu"], cores, _l2_bytes(), lanes, by_threads,
-                     round(time.perf_counter() - start, 2))
+    return Constants(describe()["cpu"], cores, _l2_bytes(), lanes, by_threads, round(time.perf_counter() - start, 2),
+                     round(meter.share(), 3), check(by_threads, cores))
+
+
+def _inputs() -> dict:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    big = torch.randn(STREAM, generator=gen)
+    return {"big": big, "repeats": torch.zeros(REPEATS), "tiny": torch.randn(TINY, TINY, generator=gen),
+            "rows": {d: torch.randn(ROWS, ROW, generator=gen).to(getattr(torch, d)) for d in DTYPES},
+            "columns": {d: big[:MID].view(MID // 4096, 4096).to(getattr(torch, d)) for d in DTYPES}}
+
+
+def _measure_threads(vmfb: bytes, inputs: dict, threads: int) -> Threads:
+    """Every constant with `threads` threads working at once."""
+    driver = "local-sync" if threads == 1 else "local-task"
+    big, rows = inputs["big"], inputs["rows"]
+
+    def ms(fn: str, args: list, calls: int = 5, latency: bool = False, result: tuple = ()) -> float:
+        runner = IreeRunner(vmfb, driver, fn)
+        storage = runner.allocate(4 * math.prod(result or (1,)))  # the result's storage, reused by every call
+        return best_call_ms(runner, [*(runner.put(a) for a in args), storage], calls, threads, latency)
+
+    one, two = ms("one", [inputs["tiny"]], 200, True, (TINY,)), ms("two", [inputs["tiny"]], 200, True)
+    read = {"large": ms("read", [big.view(STREAM // ROW, ROW)], result=(STREAM // ROW,)) * 1e6 / (4 * STREAM),
+            "mid": (ms("read_mid", [big[:MID].view(MID // ROW, ROW)], 21, result=(MID // ROW,)) - one) * 1e6 / (4 * MID)}
+    stream = {"large": ms("stream", [big], result=(STREAM,)) * 1e6 / (4 * STREAM),
+              "mid": (ms("stream_mid", [big[:MID]], 21, result=(MID,)) - one) * 1e6 / (4 * MID)}
+    columns = {d: (ms(f"read_columns_{t}", [inputs["columns"][d]], 21, result=(4096,)) - one) * 1e6 / MID for d, t in DTYPES.items()}
+    per_element = 1e6 / (ROWS * ROW * REPEATS)
+    passes = {d: ms(f"pass_{t}", [rows[d], inputs["repeats"]], result=(ROWS,)) * per_element for d, t in DTYPES.items()}
+    exps = {d: max(ms(f"exp_{t}", [rows[d], inputs["repeats"]], result=(ROWS,)) * per_element - passes[d], 0.0) for d, t in DTYPES.items()}
+    write = {s: max(stream[s] - read[s], 0.0) for s in read}
+    # the same call in each dtype: the difference is the kernel's conversions, mostly its two 16-bit writes
+    # per element (z, then y; a widening read is a shift)
+    n = math.prod(IN_OUTPUT_SHAPE)
+    in_output = {d: ms(f"in_output_{t}", [rows[d].view(-1)[:n].view(IN_OUTPUT_SHAPE)], 48, result=IN_OUTPUT_SHAPE) for d, t in DTYPES.items()}
+    narrow_write = {d: max(t - in_output["float32"], 0.0) * 1e6 / (2 * n) for d, t in in_output.items()}
+    # bf16 here runs well below f32's pace on some CPUs (AMD EPYC Zen 4: 1.9 against 0.8 ns per element)
+    outer_exp = {d: (ms(f"outer_exp_{t}", [inputs["columns"][d], inputs["columns"]["float32"][0]], 21, result=(MID,)) - one) * 1e6 / MID
+                 for d, t in DTYPES.items()}
+    return Threads(read, write, columns, passes, exps, max(two - one, 0.0) * 1e3, one * 1e3, narrow_write, outer_exp)
+
+
+def check(by_threads: dict[int, Threads], cores: int) -> list[str]:
+    """What must hold of constants measured right: the checks they fail (none for a good measurement)."""
+    one, all_ = by_threads[1], by_threads[max(by_threads)]
+    failed = []
+    if cores > 1:
+        failed += [f"all cores slower per element than one ({name} {dt}: {a:.3g} > {b:.3g})"
+                   for name, dt, a, b in [("exp", d, all_.exp_ns_per_element[d], one.exp_ns_per_element[d]) for d in DTYPES]
+                   + [("pass", d, all_.pass_ns_per_element[d], one.pass_ns_per_element[d]) for d in DTYPES]
+                   + [("memory read", "", all_.read_ns_per_byte["large"], one.read_ns_per_byte["large"])] if a > SLACK * b]
+    for threads, k in by_threads.items():
+        if k.read_ns_per_byte["mid"] > SLACK * k.read_ns_per_byte["large"]:
+            failed.append(f"data in the last-level cache read slower than from memory with {threads} thread(s)")
+        if k.pass_ns_per_element["float32"] > SLACK * 4 * k.read_ns_per_byte["large"]:
+            failed.append(f"a pass over data in cache slower than one from memory with {threads} thread(s)")
+    return failed
 
 
 def _l2_bytes() -> int:

@@ -165,6 +165,11 @@ class IreeRunner:
             element_type=element_type,
         )
 
+    def allocate(self, nbytes: int) -> rt.HalBuffer:
+        """Device memory of at least `nbytes` (and 64), for storage a function is given."""
+        return self.device.allocator.allocate_buffer(memory_type=rt.MemoryType.DEVICE_LOCAL, allowed_usage=rt.BufferUsage.DEFAULT,
+                                                     allocation_size=max(nbytes, 64))
+
     def invoke(self, args: Sequence[rt.HalBufferView], storage: Sequence[rt.HalBufferView] = ()) -> list[rt.HalBufferView]:
         """Run the function on device-resident arguments; returns when results are ready. With `storage`
         (one buffer view per stored result), the output-storage entry point writes them there."""
@@ -250,21 +255,17 @@ class _Transients:
         device = self.runner.device
         sem = device.create_semaphore(0)
         arg_list = rt.VmVariantList(len(args) + 3)
-        for a in [*args, self._allocate(64), rt.HalFence.create_at(sem, 0), rt.HalFence.create_at(sem, 1)]:
+        for a in [*args, self.runner.allocate(64), rt.HalFence.create_at(sem, 0), rt.HalFence.create_at(sem, 1)]:
             arg_list.push_ref(a)
         ret_list = rt.VmVariantList(1)
         self.runner.context.invoke(self.runner.module.lookup_function(reflection[self.SIZE_FUNCTION]), arg_list, ret_list)
         return int(ret_list.get_variant(0))
 
-    def _allocate(self, size: int) -> rt.HalBuffer:
-        return self.runner.device.allocator.allocate_buffer(
-            memory_type=rt.MemoryType.DEVICE_LOCAL, allowed_usage=rt.BufferUsage.DEFAULT, allocation_size=max(size, 64))
-
     def buffer(self, function: str, args: Sequence[rt.HalBufferView]) -> rt.HalBuffer:
         """A buffer at least as large as `function` needs for `args`, kept for later calls."""
         size = self._size(function, args)
         if self.held is None or self.held.byte_length() < size:
-            self.held = self._allocate(size)
+            self.held = self.runner.allocate(size)
         return self.held
 
 

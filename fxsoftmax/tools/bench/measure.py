@@ -40,15 +40,18 @@ def time_calls(fn: Callable[[], object], repeat: int) -> list[float]:
 
 
 def round_robin(methods: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    """Milliseconds per call of each method: WARMUP calls of each, then `repeat` rounds of one call of each."""
+    """Milliseconds per call of each method: WARMUP calls of each, then `repeat` rounds of one call of each.
+    Each round starts one method later, so no method always follows the same one (torch's idle threads
+    spin for a while after a call, which slowed whichever method came next by up to 6%)."""
     for method in methods.values():
         for _ in range(WARMUP):
             method()
+    names = list(methods)
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for _ in range(repeat):
-        for name, method in methods.items():
+    for r in range(repeat):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             t = time.perf_counter()
-            method()
+            methods[name]()
             times[name].append((time.perf_counter() - t) * 1e3)
     return times
 
