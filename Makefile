@@ -60,7 +60,7 @@ test-wheel: $(STAMP)
 	smoke=$$(mktemp -d) && cp tests/wheel_smoke.py $$smoke/ && cd $$smoke && $(CURDIR)/$(WHEEL_VENV)/bin/python wheel_smoke.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check fxsoftmax tests examples
+	$(BIN)/ruff check fxsoftmax tests examples scripts
 
 clean:
 	rm -rf $(VENV) .venv-iree-* build .pytest_cache .hypothesis

@@ -23,7 +23,7 @@ EXAMPLES = """examples:
   fxsoftmax inspect build/bert
   fxsoftmax run build/bert --device cpu --repeat 20
   fxsoftmax bench [--full | --calibrate] --out bench/
-  fxsoftmax bench --model bert-base --layers 2 --seq 512 --out docs/benchmarks/bert-base-512
+  fxsoftmax bench --model bert-base --layers 2 --seq 512 --out docs/results/models/bert-base-2L-seq512
 """
 
 
@@ -146,9 +146,11 @@ def _parser() -> argparse.ArgumentParser:
     z.add_argument("--policy", action="append", help="a policy to run (repeatable; default every preset and auto)")
     z.add_argument("--path", action="append", choices=["export", "torch.compile", "decode"],
                    help="entry point (repeatable; default all three; decode: decoders' static-cache decode step)")
-    z.add_argument("--attention", action="append", choices=["eager", "sdpa"], help="Hugging Face attn_implementation (repeatable; default eager)")
+    z.add_argument("--attention", action="append", choices=["eager", "sdpa", "default"],
+                   help="Hugging Face attn_implementation, or default: as transformers builds the family (its default attention "
+                        "and MoE experts) (repeatable; default eager)")
     z.add_argument("--family", action="append", help="a family (repeatable; default all; see fxsoftmax.zoo.FAMILIES)")
-    z.add_argument("--out", default="docs", help="folder for the table (default docs)")
+    z.add_argument("--out", default="docs/results/zoo", help="folder for the table (default docs/results/zoo)")
     z.add_argument("--name", default="zoo.md", help="file name of the table (default zoo.md)")
     z.set_defaults(func=cmd_zoo)
 
@@ -256,7 +258,7 @@ def cmd_export(a: argparse.Namespace) -> int:
         "model": a.model, "description": lm.description, "policy": a.policy, "overrides": overrides,
         "device": target.device, "arch": target.chip, "attention": a.attention, "attention_placed": art.attention,
         "hf_attention": a.hf_attention, "seq_len": a.seq_len, "layers": a.layers, "input_specs": [str(s) for s in specs],
-        "dynamic_dims": a.dynamic_dim, "flags": art.flags,
+        "dynamic_dims": a.dynamic_dim, "flags": art.flags, "written_inputs": art.written,
     }
     write_bundle(a.out, mlir=art.mlir, vmfb=art.vmfb, report=report, sites=art.sites, manifest=manifest,
                  inputs=dict(zip(names, tensors)), expected=expected, write_parameters=art.save_parameters if art.parameters else None)
@@ -303,13 +305,18 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise CliError("--repeat must be at least 1", code=2)
     step = _Progress(a.quiet, 3)
     step(f"loading {a.path} on {device}")
-    art = Artifact("", bundle.vmfb, Target(m["device"], m["arch"]), [], m["flags"], parameters=bundle.parameters or {})
+    written = m.get("written_inputs", [])
+    art = Artifact("", bundle.vmfb, Target(m["device"], m["arch"]), [], m["flags"], parameters=bundle.parameters or {}, written=written)
     runner = art.runner()
     inputs = _run_inputs(bundle, a)
     step(f"running {a.repeat}x on {runner.opened.description}")
     placed = [runner.put(t) for t in inputs]
-    outs = runner.call(placed)
-    times = time_calls(lambda: runner.call(placed), a.repeat)
+
+    def call():  # inputs the module writes into are placed afresh each time
+        return runner.call([runner.put(t.clone()) if i in written else p for i, (t, p) in enumerate(zip(inputs, placed))])
+
+    outs = call()
+    times = time_calls(call, a.repeat)
     step("comparing with eager PyTorch")
     reference, ref_note = _reference(bundle, inputs, a)
     print(f"{a.path}: {m['model']} ({m['policy']}) on {device} via {runner.opened.description}")

@@ -25,7 +25,7 @@ def needed(fixed_in: tuple[int, int] | None) -> bool:
 # the max of a row whose length is not a multiple of the vector width comes out as ~0 for all-negative
 # rows, and softmax is NaN once the row lies below ~-87 (llvm-project #222275, fixed Sept 2026, in no
 # IREE release we use). `arith.maxnumf` takes another lowering and is right.
-# Evidence: tests/test_iree_cpu.py::test_cpu_runtime_edge_rows (every preset, rows of 33).
+# Evidence: tests/backends/test_iree_cpu.py::test_cpu_runtime_edge_rows (every preset, rows of 33).
 # Decision: the groups fxsoftmax emits take the max with maxnumf (NaN rows still give NaN: exp of a
 # NaN propagates through the sum).
 MAX_OP = "arith.maxnumf"
@@ -46,8 +46,8 @@ PEEL_FIXED_IN = None  # needed on 3.9 and 3.13 (the LLVM fix is in neither)
 # IREE 3.13 against 3.9: `fused` 1.93x the time, `split` 1.21x. Turning that one flag back on recovers
 # everything O2 does for the softmax (3.13, 1 thread: `fused` 81.8 ms with it, 81.3 with O2, 159.0 without).
 # O2 itself also turns on module-wide aggressive fusion, which breaks a BERT-base-width layer (a LayerNorm
-# dispatch needs 73,856 B of stack, over IREE's 32 KiB limit). Evidence: docs/benchmarks/versions.md,
-# tests/test_real_width.py in `make test-iree`. Decision: CPU modules get the reassociation flag where the
+# dispatch needs 73,856 B of stack, over IREE's 32 KiB limit). Evidence: docs/results/versions.md,
+# tests/models/test_real_width.py in `make test-iree`. Decision: CPU modules get the reassociation flag where the
 # default is O0, and nothing else of O2.
 OPT_LEVEL_O0_DEFAULT_SINCE = (3, 11)
 REASSOCIATE_FLAG = "--iree-llvmcpu-reassociate-fp-reductions=true"
@@ -60,7 +60,7 @@ REASSOCIATE_FLAG = "--iree-llvmcpu-reassociate-fp-reductions=true"
 # on 3.9; whole models pay it on every activation. 3.13 lets the caller provide both: transients in one
 # buffer appended to the arguments (`--iree-torch-externalize-transients`), results in storage passed as
 # mutable arguments (the module's output-storage entry point, fxsoftmax.backends.entry). With both, 3.13
-# took 40.6 ms and 0 faults. Evidence: tests/test_runtime.py (page faults per call), docs/benchmarks/versions.md.
+# took 40.6 ms and 0 faults. Evidence: tests/backends/test_runtime.py (page faults per call), docs/results/versions.md.
 # Decision: on such an IREE, CPU modules externalize their transients; the runner keeps one buffer for them
 # and reuses result storage the caller no longer holds.
 RUNTIME_CACHES_BUFFERS_UNTIL = (3, 10)  # 3.9 measured to cache, 3.13 not to; between: treated as not caching
@@ -68,11 +68,29 @@ RUNTIME_CACHES_BUFFERS_UNTIL = (3, 10)  # 3.9 measured to cache, 3.13 not to; be
 # Writing a result into caller storage (IREE's output storage, `hal.tensor.alias`) aborts the call in IREE
 # 3.9 ("ABORTED; while invoking native function hal.fence.await") when the result is also read by other ops
 # or is a view of another value: a model returning `h` and `softmax(h)`, or a slice of `h`, and every
-# Hugging Face encoder returning last_hidden_state beside the pooler output made from it. A result read by
-# nothing else is written in place. IREE 3.13 runs all of them. Evidence: tests/backends/test_runtime.py.
-# Decision: on 3.9 only results read by nothing else go into caller storage; the others come back as IREE
+# Hugging Face encoder returning last_hidden_state beside the pooler output made from it; also when the result
+# is computed from constants alone (no input). A result read by nothing else is written in place. IREE 3.13
+# runs all of them. Evidence: tests/backends/test_runtime.py, test_rewrites.py::test_scatter_value_at_topk_indices.
+# Decision: on 3.9 only results computed from an input and read by nothing else go into caller storage; the others come back as IREE
 # allocates them (its caching allocator reuses their memory), and `out=` copies them in.
 SOLE_USE_OUTPUT_STORAGE_FIXED_IN = (3, 13)
+
+# IREE (3.9 and 3.13) computes a scatter-like op (scatter, scatter_add, index_put, index_add, slice_scatter, ...)
+# in the buffer of its destination operand, and when that operand is a module argument, or made from one by
+# ops IREE fuses into the scatter, that buffer is the caller's: fxsoftmax hands inputs over without copying,
+# so the user's input tensor was overwritten with the result (`z.scatter_add(1, i, ones)`: z changed, the
+# result right). On 3.9, writing such a result into caller storage also aborts the call ("ABORTED; while
+# invoking native function hal.fence.await"). Evidence: tests/backends/test_runtime.py::test_scatter_into_an_input.
+# Decision: an input that a scatter-like op may write into is copied for the call; on 3.9 the result of
+# such an op does not go into caller storage.
+SCATTER_INTO_STORAGE_FIXED_IN = (3, 13)
+
+
+def writes_into_operand(op_name: str) -> bool:
+    """Whether IREE computes the op (an ATen op name, e.g. "aten.scatter_add.default") in its first operand's buffer."""
+    name = op_name.split(".")[1] if op_name.startswith("aten.") else ""
+    return "scatter" in name or name.rstrip("_") in ("index_put", "_unsafe_index_put", "index_add", "index_copy", "index_fill")
+
 
 # IREE 3.13 cannot compile a module that takes its transients from the caller, writes results into caller
 # storage and updates state in place (a decode step's KV cache): "'stream.resource.subview' op using value
@@ -119,7 +137,7 @@ def may_pull_producers(later_groups_read_x: bool) -> bool:
 # A dispatch that writes both z = exp(x - m) and its sum l, when the softmax dim is dynamic, dies with
 # SIGBUS at run time (IREE 3.9 CPU; the module IREE 3.13 builds runs). Measured for `123|4` and `1|23|4`
 # with every combination of dynamic dims that includes the softmax dim; a dynamic batch dim alone, and
-# groups writing z or l alone, run right. IREE 3.13 runs it. Evidence: tests/test_iree_cpu.py::test_dynamic_softmax_dim_*.
+# groups writing z or l alone, run right. IREE 3.13 runs it. Evidence: tests/backends/test_iree_cpu.py::test_dynamic_softmax_dim_*.
 # Decision: export refuses such a plan for such a site, naming it and what is accepted.
 STORE_Z_AND_SUM_FIXED_IN = (3, 13)
 
@@ -139,7 +157,7 @@ def refuse_group(outputs: tuple[str, ...], dynamic_softmax_dim: bool) -> str | N
 # and outputs included, so f64 tensors handed to it are read as f32 bytes (NaN or garbage, measured for
 # every policy incl. `fused`); without the demotion IREE 3.9's CPU backend has no f64 `exp`
 # ("iree-lld: error: undefined symbol: exp"); IREE 3.13 fails too ("buffer view byte length 192 exceeds
-# backing buffer byte length 96"). Evidence: tests/test_iree_cpu.py::test_float64_is_refused.
+# backing buffer byte length 96"). Evidence: tests/backends/test_iree_cpu.py::test_float64_is_refused.
 # Decision: export refuses a model whose inputs or outputs are float64, saying what is accepted.
 def refuse_dtypes(dtypes) -> str | None:
     """Why IREE cannot run a module with inputs/outputs of `dtypes`, or None if it can."""
@@ -156,13 +174,13 @@ def refuse_dtypes(dtypes) -> str | None:
 # IREE's bf16 emulation on CPU folds `arith.extf(arith.truncf(x : f32) : bf16)` back to x: the truncf is
 # gone by the LLVM dialect (`--compile-to=executable-targets`), so softmax(x_f32, dtype=bfloat16), which
 # casts x to bf16 first, computed from the unrounded x, 30 bf16 ulps from eager (3.9 and 3.13, every plan
-# made of fxsoftmax's groups; IREE's own `fused` rounds). Evidence: tests/test_iree_cpu.py::test_a_cast_to_bfloat16_before_softmax_rounds_x.
+# made of fxsoftmax's groups; IREE's own `fused` rounds). Evidence: tests/backends/test_iree_cpu.py::test_a_cast_to_bfloat16_before_softmax_rounds_x.
 # Decision: a group rounds x to bf16 with integer ops (group_mlir.cast_through), which IREE keeps.
 BF16_ROUND_TRIP_FIXED_IN = None
 
 
 # iree-turbine 3.9 inlines a weight through numpy, which has no bfloat16 ("Got unsupported ScalarType
-# BFloat16" from exported_program.py's _lift_tensor_to_global). Evidence: tests/test_zoo.py bf16 decoders.
+# BFloat16" from exported_program.py's _lift_tensor_to_global). Evidence: tests/models/test_zoo.py bf16 decoders.
 # Decision: a model with bf16 parameters keeps them outside the MLIR (an IREE parameter archive).
 def must_externalize(parameter_dtypes) -> bool:
     import torch
@@ -174,7 +192,7 @@ def must_externalize(parameter_dtypes) -> bool:
 # StaticCache `cumulative_length`) a mutable global; with IREE 3.9's MLIR bindings, inlining its value kills
 # Python with a segmentation fault when the buffer is 0-d (DenseResourceElementsAttr.get_from_buffer on a
 # 0-d array, turbine's ir_utils.py create_tensor_global). Read-only 0-d buffers are inlined another way
-# and are fine; IREE 3.13's bindings inline it. Evidence: tests/test_decode.py (every decode step holds one).
+# and are fine; IREE 3.13's bindings inline it. Evidence: tests/models/test_decode.py (every decode step holds one).
 # Decision: such a buffer is kept outside the MLIR (a named parameter, scope "model").
 ZERO_D_STATE_FIXED_IN = (3, 13)
 
@@ -187,7 +205,7 @@ def must_externalize_buffer(shape: tuple, updated_in_place: bool) -> bool:
 # result truncated after it) dies with SIGBUS in IREE 3.9's CPU module. RoBERTa and XLM-RoBERTa
 # position ids do exactly this (`cumsum(ids.ne(pad).int(), 1).type_as(mask)`). Measured: the same cumsum
 # without a truncation, or over a static dim, runs right; IREE 3.13 runs it. Evidence:
-# tests/test_iree_cpu.py::test_cumsum_*. Decision: export refuses it, naming the case and what is accepted.
+# tests/backends/test_iree_cpu.py::test_cumsum_*. Decision: export refuses it, naming the case and what is accepted.
 CUMSUM_FIXED_IN = (3, 13)
 
 
@@ -199,9 +217,22 @@ def refuse_cumsum(dynamic_dim: bool, next_to_int32_truncation: bool) -> str | No
     return None
 
 
+# IREE 3.9 crashes (SIGSEGV in ConvertTorchToLinalg) on a view to a static size of a dim that is dynamic in
+# its source, then a transpose, then a matmul: [1,?,32] viewed as [1,20,-1,16], dims 1 and 2 swapped, times
+# [1,2,16,?] (tests/data/view_transpose_matmul.mlir). Without the transpose it refuses the view with an
+# error; IREE 3.13 compiles both. torch.compile(dynamic=True) of Whisper's encoder hands over such a graph
+# (attention viewed to the static max_source_positions beside dynamo's symbolic length), and so does the
+# default dynamic=None once another model made dynamo go dynamic. Plain iree-turbine's `turbine_cpu` backend
+# compiles that encoder: it imports dynamo's graph as it is, where fxsoftmax exports it again keeping every
+# symbolic dim dynamic. Evidence: tests/backends/test_dynamo.py (the program, and Whisper's encoder).
+# Decision: the torch.compile backend compiles a graph whose dynamic form fails (refused, not importable, or
+# crashing IREE) once per set of input shapes, and logs one line saying so.
+DYNAMIC_VIEW_TRANSPOSE_MATMUL_FIXED_IN = (3, 13)
+
+
 # IREE's own softmax (`fused`) over a non-innermost dim is the slowest plan but `online` on CPU:
 # 1024x4096 dim 0, 2.1-2.5x the best preset (f32 and bf16, 1 and 2 threads; Xeon, IREE 3.9,
-# docs/benchmarks/report.md), 1.13-1.84x on the AVX2 EPYC of the packaged calibration. The cost model
+# docs/results/sweep/report.md), 1.13-1.84x on the AVX2 EPYC of the packaged calibration. The cost model
 # counts the same passes for it as for `remat`, so it cannot see this. Decision: `auto` leaves `fused`
 # out for a non-innermost dim on CPU.
 def fused_is_a_cpu_candidate(innermost: bool) -> bool:
@@ -211,7 +242,7 @@ def fused_is_a_cpu_candidate(innermost: bool) -> bool:
 # IREE's own attention kernel (what scaled_dot_product_attention becomes when kept) is slow on CPU: an SDPA
 # alone, 12 heads of 64, took 6-16x the time of the same attention decomposed into two matmuls and a softmax
 # for 64 to 1024 tokens (f32 and bf16), and 1.3-2.7x for a decode step over a cache of 512 to 4096 (IREE 3.9,
-# AMD EPYC Zen 4, 2 cores; `fxsoftmax bench --attention`, docs/benchmarks/attention.md). A BERT-base-width
+# AMD EPYC Zen 4, 2 cores; `fxsoftmax bench --attention`, docs/results/attention.md). A BERT-base-width
 # model with SDPA took 3.5x as long kept. Decomposed, the softmax is a site the policy plans. Nobody has
 # measured a GPU yet: there IREE's attention kernel is the one built for it. Decision: `attention="auto"`
 # (the default) decomposes on CPU and keeps IREE's kernel on GPU.

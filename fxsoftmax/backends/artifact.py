@@ -74,6 +74,7 @@ class Artifact:
     signature: Signature | None = None
     attention: str = ""  # where scaled_dot_product_attention went, and why
     stored: list[bool] = field(default_factory=list)  # results the output-storage entry point writes in place
+    written: list[int] = field(default_factory=list)  # tensor inputs IREE may write into: copied for each call
     _runners: dict[str, IreeRunner] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
@@ -87,7 +88,8 @@ class Artifact:
         driver = driver or self.target.driver
         if driver not in self._runners:
             runner = IreeRunner(self.vmfb, driver, parameters=self.parameters,
-                                external_transients=quirks.EXTERNAL_TRANSIENTS_FLAG in self.flags, stored=self.stored)
+                                external_transients=quirks.EXTERNAL_TRANSIENTS_FLAG in self.flags, stored=self.stored,
+                                written=self.written)
             if runner.opened.software_vulkan and self.target.chip != SOFTWARE_VULKAN_ARCH:
                 raise DeviceUnavailableError(
                     f"the only Vulkan device is {runner.opened.description}; this module was compiled for "

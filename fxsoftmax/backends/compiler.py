@@ -29,16 +29,20 @@ class IreeCompileError(RuntimeError):
         super().__init__(f"IREE {how} {what}:\n  " + "\n  ".join(first))
 
     @functools.cached_property
-    def in_import(self) -> bool:
-        """Whether the failure is in importing the program (lowering its torch ops), not in code generation:
-        the same module stopped once imported fails too."""
+    def import_failure(self) -> str | None:
+        """iree-compile's diagnostics for the module stopped once imported (lowering its torch ops), with the IR
+        it held when it failed: None when that compiles, so the failure is in code generation for the device."""
         if not self.mlir:
-            return True
+            return self.stderr
         try:
-            iree_compile(self.mlir, [*self.compile_flags, *flags.input_level()], what="the module to the input level")
-        except IreeCompileError:
-            return True
-        return False
+            iree_compile(self.mlir, [*self.compile_flags, *flags.input_level(), *flags.IR_AFTER_FAILURE], what="the module to the input level")
+        except IreeCompileError as e:
+            return e.stderr
+        return None
+
+    @property
+    def in_import(self) -> bool:
+        return self.import_failure is not None
 
     @property
     def crashed(self) -> bool:

@@ -4,6 +4,7 @@ softmax pass, compiled by IREE for the chosen device and run on the IREE runtime
 from __future__ import annotations
 
 import logging
+import re
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -16,7 +17,7 @@ from ..core.status import SiteStatus
 from ..passes import SiteReport
 from .artifact import Artifact
 from .compiler import IreeCompileError
-from .gaps import UnsupportedOpError
+from .gaps import UnsupportedOpError, where
 from .pipeline import Chooser, Options, build
 
 log = logging.getLogger("fxsoftmax")
@@ -42,10 +43,14 @@ class CompiledGraph:
     sites: list[SiteReport]
     artifact: Artifact | None  # None when it fell back to eager
     fallback_reason: str = ""
+    specialized: str = ""  # why it is compiled per set of input shapes, when its dynamic form failed
 
     def __repr__(self) -> str:
         plans = sorted({s.plan for s in self.sites if s.status in (SiteStatus.REWRITTEN, SiteStatus.FUSED)})
-        where = f"IREE {self.artifact.target}" if self.artifact is not None else f"eager ({self.fallback_reason.splitlines()[0][:80]})"
+        if self.artifact is None:
+            where = f"eager ({self.fallback_reason.splitlines()[0][:80]})"
+        else:
+            where = f"IREE {self.artifact.target}" + (", per input shapes" if self.specialized else "")
         return f"CompiledGraph({self.name}: {len(self.sites)} softmax site(s), plans {plans or '-'}, runs on {where})"
 
 
@@ -62,19 +67,37 @@ class Backend:
         name = f"graph {len(self.graphs)}"
         wrapper, tensor_args, dynamic = _TensorOnly.wrap(gm, example_inputs)
         try:
-            # export traces with its own fake mode; dynamo's tracing context must not see its guards
-            with torch._guards.tracing(None):
-                art = build(wrapper, tensor_args, None, self.options, self.chooser, dynamic_shapes=dynamic, what=name)
+            if dynamic is not None:
+                try:
+                    return self._compiled(name, wrapper, self._build(wrapper, tensor_args, dynamic, name), tensor_args)
+                except Exception as e:  # a refusal, an importer gap or a compiler crash on the dynamic form
+                    why = " ".join(str(e).split())[:200]
+                    log.warning("fxsoftmax: %s is compiled for each new set of input shapes: its dynamic form failed: %s", name, why)
+                    return self._compiled(name, wrapper, self._build(wrapper, tensor_args, None, name), tensor_args, specialized=why)
+            return self._compiled(name, wrapper, self._build(wrapper, tensor_args, None, name), tensor_args)
         except IreeCompileError as e:
             if self.fallback != "eager":
-                if isinstance(e, UnsupportedOpError):
-                    raise UnsupportedOpError(f"{name} of the compiled model: {e}", e.stderr) from None
-                raise IreeCompileError(f"{name} of the compiled model", e.stderr, e.returncode) from None
+                raise
             log.warning("fxsoftmax: %s runs in eager: %s", name, str(e).splitlines()[0])
             self._record(CompiledGraph(name, [], None, str(e)))
             return gm.forward
-        self._record(CompiledGraph(name, art.sites, art))
-        return _Runner(art, wrapper.scalars)
+
+    def _build(self, wrapper: "_TensorOnly", tensors: list[torch.Tensor], dynamic: Any, name: str) -> Artifact:
+        try:
+            # export traces with its own fake mode; dynamo's tracing context must not see its guards
+            with torch._guards.tracing(None):
+                return build(wrapper, tensors, None, self.options, self.chooser, dynamic_shapes=dynamic, what=name)
+        except UnsupportedOpError as e:
+            raise UnsupportedOpError(f"{name} of the compiled model: {_model_lines(str(e), wrapper.gm)}", e.stderr) from None
+        except IreeCompileError as e:
+            raise IreeCompileError(f"{name} of the compiled model", e.stderr, e.returncode) from None
+
+    def _compiled(self, name: str, wrapper: "_TensorOnly", art: Artifact, tensors: list[torch.Tensor], specialized: str = "") -> Callable:
+        self._record(CompiledGraph(name, art.sites, art, specialized=specialized))
+        first = _Runner(art, wrapper.scalars)
+        if not specialized:
+            return first
+        return _PerShape(first, tensors, lambda new: _Runner(self._build(wrapper, new, None, name), wrapper.scalars))
 
     def _record(self, graph: CompiledGraph) -> None:
         self.graphs.append(graph)
@@ -137,6 +160,18 @@ class _TensorOnly(torch.nn.Module):
         return self.gm(*args)
 
 
+def _model_lines(message: str, gm: fx.GraphModule) -> str:
+    """`message` with each place in dynamo's graph code ("at <eval_with_key>.N:L: name = ...") replaced by
+    the model line that node came from."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+
+    def model_line(m: re.Match) -> str:
+        node = nodes.get(m.group(1))
+        return where(node) if node is not None and where(node) else m.group(0)
+
+    return re.sub(r" \(at <eval_with_key>\.\d+:\d+: (\w+) = [^\n]*?\)(?=, | and |,? ?$)", model_line, message)
+
+
 def _is_unspecialized_float(a: Any) -> bool:
     # dynamo passes a Python float it did not specialize on (a model's eps, a scaling factor) as a 0-d
     # float64 tensor; IREE cannot take f64, so its value is compiled in and checked on every call
@@ -173,7 +208,31 @@ class _Runner:
             if float(args[i]) != value:
                 raise ValueError(f"graph input {i} is {float(args[i])}, but the IREE module was compiled with {value}; "
                                  "compile the model again (e.g. torch._dynamo.reset()) for the new value")
-        tensors = [a for i, a in enumerate(args) if isinstance(a, torch.Tensor) and i not in self.scalars]
+        tensors = _tensor_args(args, self.scalars)
         results = self.art.signature.results_for(tensors) if self.art.signature is not None else None
-        outs = self.runner.call([self._put(t) for t in tensors], results=results)
+        placed = [self.runner.put(t.clone()) if i in self.runner.written else self._put(t) for i, t in enumerate(tensors)]
+        outs = self.runner.call(placed, results=results)
         return pytree.tree_unflatten(outs, self.art.out_spec)
+
+
+class _PerShape:
+    """A graph whose dynamic form IREE could not take: one static module per set of input shapes, built on first sight."""
+
+    def __init__(self, first: _Runner, tensors: list[torch.Tensor], build_for: Callable[[list[torch.Tensor]], _Runner]):
+        self.build_for, self.scalars = build_for, first.scalars
+        self.runners = {_shapes(tensors): first}
+
+    def __call__(self, *args: Any):
+        tensors = _tensor_args(args, self.scalars)
+        key = _shapes(tensors)
+        if key not in self.runners:
+            self.runners[key] = self.build_for(tensors)
+        return self.runners[key](*args)
+
+
+def _shapes(tensors: Sequence[torch.Tensor]) -> tuple:
+    return tuple((tuple(t.shape), t.dtype) for t in tensors)
+
+
+def _tensor_args(args: Sequence[Any], scalars: dict[int, float]) -> list[torch.Tensor]:
+    return [a for i, a in enumerate(args) if isinstance(a, torch.Tensor) and i not in scalars]

@@ -23,15 +23,44 @@ def storable(ep: torch.export.ExportedProgram) -> list[bool]:
     if not quirks.output_storage_with_state(bool(ep.graph_signature.buffers_to_mutate)):
         return [False] * len(names)
     sole_use = quirks.needed(quirks.SOLE_USE_OUTPUT_STORAGE_FIXED_IN)
+    inputs = set(_tensor_inputs(ep))
+    scattered = quirks.needed(quirks.SCATTER_INTO_STORAGE_FIXED_IN)
     out = []
     for i, name in enumerate(names):
         node = nodes.get(name)
         val = node.meta.get("val") if node is not None else None
         ok = node is not None and node.op == "call_function" and isinstance(val, torch.Tensor) and name not in names[:i]
         if ok and sole_use:
-            ok = len(node.users) == 1 and not _is_view(node)
+            ok = len(node.users) == 1 and not _is_view(node) and bool(_ancestors(node) & inputs)
+        if ok and scattered:
+            ok = not quirks.writes_into_operand(str(node.target))
         out.append(ok)
     return out
+
+
+def written_inputs(ep: torch.export.ExportedProgram) -> list[int]:
+    """Positions among the tensor inputs of those IREE may write into (quirks.writes_into_operand): the
+    inputs a scatter-like op's destination is made from."""
+    destinations = [n.args[0] for n in ep.graph.nodes if n.op == "call_function" and n.args
+                    and quirks.writes_into_operand(str(n.target)) and isinstance(n.args[0], torch.fx.Node)]
+    reached = set().union(*(_ancestors(d) for d in destinations))
+    return [i for i, n in enumerate(_tensor_inputs(ep)) if n in reached]
+
+
+def _tensor_inputs(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
+    return [n for n in ep.graph.nodes if n.op == "placeholder" and n.name in ep.graph_signature.user_inputs
+            and isinstance(n.meta.get("val"), torch.Tensor)]
+
+
+def _ancestors(node: torch.fx.Node) -> set[torch.fx.Node]:
+    """The node and every node its value is computed from."""
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo += n.all_input_nodes
+    return seen
 
 
 def _is_view(node: torch.fx.Node) -> bool:

@@ -43,6 +43,9 @@ def phase_dump(folder: str) -> list[str]:
     return [f"--dump-compilation-phases-to={folder}", *DEBUG_PRINT]
 
 
+IR_AFTER_FAILURE = ["--mlir-print-ir-after-failure"]  # what a failing pass left: the ops it could not lower
+
+
 def input_level() -> list[str]:
     """Stop once the program is imported (the torch ops lowered): where importer failures show."""
     return ["--compile-to=input"]

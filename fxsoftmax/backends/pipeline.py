@@ -114,7 +114,8 @@ def compile_program(ep: torch.export.ExportedProgram, options: Options, chooser:
     module_flags = flags.module_flags(target, [s.status for s in run.sites], options.extra_flags)
     compiled = compile_cached(mlir, module_flags, what=f"{what} for {target}", phases=("flow",))
     return Artifact(mlir, compiled.output, target, run.sites, module_flags, compiled.phases["flow"], ep.call_spec.in_spec,
-                    ep.call_spec.out_spec, _constants(ep), parameters, Signature.of(ep), run.attention[1], stored)
+                    ep.call_spec.out_spec, _constants(ep), parameters, Signature.of(ep), run.attention[1], stored,
+                    entry.written_inputs(ep))
 
 
 def export_program(model: torch.nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None,

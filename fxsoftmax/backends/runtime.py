@@ -118,11 +118,12 @@ class IreeRunner:
     """One VMFB loaded on one device; tensors are placed on the device, then invoked. `parameters` (named
     tensors or a .irpa path) serve the module's externalized parameters, scope "model". A module compiled
     to take its transient memory from the caller (`external_transients`) gets one buffer, kept and reused.
-    `stored[i]`: the output-storage entry point (fxsoftmax.backends.entry) writes result i into storage."""
+    `stored[i]`: the output-storage entry point (fxsoftmax.backends.entry) writes result i into storage.
+    `written`: positions of the tensor arguments the module may write into (entry.written_inputs), copied."""
 
     def __init__(self, vmfb: bytes, driver: str = "local-task", function: str = entry.MAIN,
                  parameters: Mapping[str, torch.Tensor] | str | None = None, external_transients: bool = False,
-                 stored: Sequence[bool] = ()):
+                 stored: Sequence[bool] = (), written: Sequence[int] = ()):
         self.opened = open_device(driver)
         self.device = self.opened.hal
         self.instance = rt.VmInstance()
@@ -138,7 +139,7 @@ class IreeRunner:
             raise ValueError(f"the module has no function {function!r}")
         # results into caller-provided storage: host memory only, and the module's main entry point only
         self.out_function = self.module.lookup_function(entry.OUT) if function == entry.MAIN and self.shares_host_memory else None
-        self.stored = list(stored)
+        self.stored, self.written = list(stored), set(written)
         self.transients = _Transients(self, function) if external_transients else None
         self.storage = _ResultStorage()
         self._lock = threading.Lock()  # one call at a time: calls share the transient buffer
@@ -210,7 +211,7 @@ class IreeRunner:
     def __call__(self, *tensors: torch.Tensor, out: Sequence[torch.Tensor] = (),
                  results: Sequence[tuple[Sequence[int], torch.dtype]] | None = None) -> list[torch.Tensor]:
         """The function on `tensors` (see `call`)."""
-        return self.call([self.put(t) for t in tensors], out=out, results=results)
+        return self.call([self.put(t.clone() if i in self.written else t) for i, t in enumerate(tensors)], out=out, results=results)
 
     def call(self, args: Sequence[rt.HalBufferView], *, out: Sequence[torch.Tensor] = (),
              results: Sequence[tuple[Sequence[int], torch.dtype]] | None = None) -> list[torch.Tensor]:

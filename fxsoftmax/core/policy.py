@@ -29,7 +29,7 @@ PRESETS: dict[str, str] = {
 }
 FIXED_PRESETS = tuple(p for p in PRESETS if p != "auto")  # every preset with a fixed plan, IREE's own first
 # Plans `auto` may pick on CPU besides `fused` and `inplace` (which join where they apply): each compiles
-# under a 4 KiB stack for the largest shapes measured (tests/test_iree_cpu.py).
+# under a 4 KiB stack for the largest shapes measured (tests/backends/test_iree_cpu.py).
 CPU_CANDIDATES = ("remat", "split", "split-sum", "per-step", "online")
 DEFAULT_POLICY = "auto"
 

@@ -2,7 +2,7 @@
 output buffer and scales it there, one exp per element and no stack buffer. It computes in float32 from
 x of any of `core.policy.IN_OUTPUT_DTYPES`; a 16-bit output holds z rounded to its dtype until the scale.
 
-IREE's codegen cannot do this for a `flow.dispatch.region` (it recomputes exp: docs/benchmarks/exp_in_output),
+IREE's codegen cannot do this for a `flow.dispatch.region` (it recomputes exp: scripts/exp_in_output.py),
 so the group is a `stream.executable` (templates/inplace.mlir) written with scf/vector/memref ops and
 called by a `flow.dispatch`. IREE still compiles it for the target CPU (vector width, `math.exp`).
 """

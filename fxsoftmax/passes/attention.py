@@ -24,22 +24,25 @@ def sdpa_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
     """Scaled dot-product attention as plain ops, with `_safe_softmax` (fully masked rows give 0, as SDPA's),
     so the softmax pass can rewrite it. The scale multiplies the scores, as Hugging Face's eager attention
     does: IREE fuses it into the score matmul's dispatch. (Scaling q and k first, as ATen's math kernel
-    does, put the scaling into the matmul's inner loop: 1x12x512x512x64 f32 took 6.5 ms instead of 2.0.)"""
-    length, source = query.size(-2), key.size(-2)
-    factor = scale if scale is not None else 1.0 / math.sqrt(query.size(-1))
-    if enable_gqa:
-        rep = query.size(-3) // key.size(-3)
-        key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
-    scores = (query @ key.transpose(-2, -1)) * factor
+    does, put the scaling into the matmul's inner loop: 1x12x512x512x64 f32 took 6.5 ms instead of 2.0.)
+    Grouped-query attention multiplies each key/value head by the query heads that share it, as one matmul,
+    instead of repeating keys and values (a LLaMA-2048 layer at sequence 512: 0.94-0.96x the time)."""
+    *batch, heads, length, width = query.shape
+    source = key.size(-2)
+    factor = scale if scale is not None else 1.0 / math.sqrt(width)
+    groups = key.size(-3) if enable_gqa and key.size(-3) != heads else heads
+    q = query.reshape(*batch, groups, (heads // groups) * length, width)  # heads sharing a key/value head, stacked
+    scores = ((q @ key.transpose(-2, -1)) * factor).reshape(*batch, heads, length, source)
     if is_causal:
-        keep = torch.ones(length, source, dtype=torch.bool, device=query.device).tril()
+        keep = torch.arange(length, device=query.device).unsqueeze(-1) >= torch.arange(source, device=query.device)
         scores = scores.masked_fill(keep.logical_not(), float("-inf"))
     if attn_mask is not None:
         scores = scores.masked_fill(attn_mask.logical_not(), float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
     probs = aten._safe_softmax.default(scores, -1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p)
-    return probs @ value
+    out = probs.reshape(*batch, groups, (heads // groups) * length, source) @ value
+    return out.reshape(*batch, heads, length, value.size(-1))
 
 
 def attention_decompositions(mode: str) -> dict:

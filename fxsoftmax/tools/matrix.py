@@ -3,7 +3,7 @@
 recorded result, not the end of the run. A case passes when it matches PyTorch or export refuses it
 with a ValueError naming it; a crash or a wrong answer fails.
 
-    python -m fxsoftmax.tools.matrix [--quick] [--out docs/shape-matrix.md]
+    python -m fxsoftmax.tools.matrix [--quick] [--out docs/results/shape-matrix.md]
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _child() -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fxsoftmax.tools.matrix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="each policy once per dynamic mode x dim")
-    ap.add_argument("--out", default=os.path.join("docs", "shape-matrix.md"))
+    ap.add_argument("--out", default=os.path.join("docs", "results", "shape-matrix.md"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:

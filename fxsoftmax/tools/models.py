@@ -24,7 +24,7 @@ ENC_DEC = ("encoder_layers", "decoder_layers")
 @dataclass(frozen=True)
 class Family:
     name: str
-    kind: str  # decoder, moe, encoder, encoder-decoder, vision, audio
+    kind: str  # decoder, moe, encoder, encoder-decoder, vision, audio (waveform), speech (log-mel)
     model_class: str
     config: dict  # a tiny config: one layer, hidden 32
     softmaxes: int  # softmax sites per layer with eager attention (attention layers, plus MoE routers)
@@ -52,6 +52,16 @@ FAMILIES = [
     Family("mixtral", "moe", "MixtralForCausalLM", dict(DECODER, num_local_experts=4, num_experts_per_tok=2), 2, "logits"),
     Family("qwen2-moe", "moe", "Qwen2MoeForCausalLM", dict(DECODER, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                                                           shared_expert_intermediate_size=32), 2, "logits"),
+    Family("qwen3-moe", "moe", "Qwen3MoeForCausalLM", dict(DECODER, head_dim=16, num_experts=4, num_experts_per_tok=2,
+                                                          moe_intermediate_size=32, norm_topk_prob=True), 2, "logits"),
+    # attention with learned sinks, sliding window, router softmax over the top-k logits
+    Family("gpt-oss", "moe", "GptOssForCausalLM", dict(DECODER, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                                                      sliding_window=4, layer_types=["sliding_attention"]), 2, "logits"),
+    # multi-head latent attention (q/k heads 16 wide, v heads 8), sigmoid router over groups: topk(sorted=False)
+    Family("deepseek-v3", "moe", "DeepseekV3ForCausalLM", dict(DECODER, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
+                                                              qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=8,
+                                                              num_experts_per_tok=2, n_group=4, topk_group=2, moe_intermediate_size=32,
+                                                              first_k_dense_replace=0, num_key_value_heads=2), 1, "logits"),
     Family("bert", "encoder", "BertModel", dict(SMALL, **TEXT), 1),
     Family("albert", "encoder", "AlbertModel", dict(SMALL, embedding_size=16, **TEXT), 1),
     Family("electra", "encoder", "ElectraModel", dict(SMALL, embedding_size=16, **TEXT), 1),
@@ -69,6 +79,16 @@ FAMILIES = [
     Family("pegasus", "encoder-decoder", "PegasusModel", dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                                                               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
                                                               use_cache=False, **TEXT), 3, layer_keys=ENC_DEC),
+    # relative position bias added to unscaled scores
+    Family("t5", "encoder-decoder", "T5Model", dict(d_model=32, d_kv=16, d_ff=64, num_heads=2, relative_attention_num_buckets=8,
+                                                    decoder_start_token_id=0, use_cache=False, vocab_size=256), 3,
+           layer_keys=("num_layers", "num_decoder_layers")),
+    # log-mel input through convolutions, encoder-decoder with cross-attention
+    Family("whisper", "speech", "WhisperModel", dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16,
+                                                     max_source_positions=20, max_target_positions=64, vocab_size=256, pad_token_id=0,
+                                                     bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, use_cache=False), 3,
+           layer_keys=ENC_DEC),
     Family("vit", "vision", "ViTModel", dict(SMALL, image_size=32, patch_size=8), 1),
     Family("deit", "vision", "DeiTModel", dict(SMALL, image_size=32, patch_size=8), 1),
     Family("dinov2", "vision", "Dinov2Model", dict(SMALL, image_size=32, patch_size=8), 1),
@@ -78,10 +98,14 @@ FAMILIES = [
                                                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2), 1),
     Family("hubert", "audio", "HubertModel", dict(SMALL, conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8),
                                                   num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2), 1),
+    # attention in windows of 4x4 patches with a relative position bias, then in shifted windows with a mask
+    Family("swin", "vision", "SwinModel", dict(image_size=32, patch_size=4, embed_dim=16, depths=[2], num_heads=[2], window_size=4), 2,
+           layer_keys=()),
 ]
 BY_NAME = {f.name: f for f in FAMILIES}
 ATTENTION = ("eager", "sdpa", "default")  # Hugging Face's attn_implementation; "default": transformers' choice
-EXPERTS = ("batched_mm", "default")  # MoE experts implementation; "default": transformers' choice (grouped_mm)
+EXPERTS = ("batched_mm", "default")  # MoE experts implementation; "default": transformers' (grouped_mm)
+NOT_TEXT = ("vision", "audio", "speech")  # kinds called without input ids or a padding mask
 
 
 @dataclass
@@ -122,11 +146,14 @@ def family_model(name: str, attn: str = "eager", *, mask: bool = False, seq: int
         args: tuple = (torch.randn(1, 3, 32, 32, generator=g).to(dtype),)
     elif fam.kind == "audio":
         args = (torch.randn(1, 800, generator=g).to(dtype),)
+    elif fam.kind == "speech":  # log-mel features, as many frames as the encoder takes
+        args = (torch.randn(1, cfg.num_mel_bins, 2 * cfg.max_source_positions, generator=g).to(dtype),)
+        kwargs["decoder_input_ids"] = torch.randint(3, 250, (1, max(2, seq // 2)), generator=g)
     else:
         args = (torch.randint(3, 250, (1, seq), generator=g),)
         if fam.kind == "encoder-decoder":
             kwargs["decoder_input_ids"] = torch.randint(3, 250, (1, max(2, seq // 2)), generator=g)
-    if mask and fam.kind not in ("vision", "audio"):  # wav2vec2-style models are called without one
+    if mask and fam.kind not in NOT_TEXT:  # wav2vec2-style models are called without one
         m = torch.ones(args[0].shape[:2], dtype=torch.int64)
         m[0, -max(1, m.shape[1] // 4):] = 0  # a padded tail: the attention mask matters
         kwargs["attention_mask"] = m
@@ -170,7 +197,8 @@ def _real_size(name: str, attn: str, seq: int, seed: int, layers: int | None) ->
     torch.manual_seed(seed)
     impl = {} if attn == "default" else {"attn_implementation": attn}
     if name == "bert-base":
-        cfg = tf.BertConfig(num_hidden_layers=layers or 12, **impl)  # BERT-base: hidden 768, 12 heads
+        # BERT-base: hidden 768, 12 heads; positions beyond its 512 get embeddings of their own
+        cfg = tf.BertConfig(num_hidden_layers=layers or 12, max_position_embeddings=max(512, seq), **impl)
         ids = torch.randint(3, cfg.vocab_size, (1, seq))
         mask = torch.ones(1, seq, dtype=torch.int64)
         mask[0, -max(1, seq // 4):] = 0

@@ -229,7 +229,8 @@ def test_random_shapes_keep_the_plan_in_iree(shape, dim_seed, policy):
 
 def test_ops_iree_cannot_import_are_decomposed_or_named():
     """The rule for importer gaps: aten.diff (transformers' mask code) is decomposed by PyTorch and the
-    model exports; aten.histc has no decomposition and fails at export time, naming the op."""
+    model exports; aten.histc over the data's range has neither a decomposition nor a rewrite of ours and
+    fails at export time, naming the op."""
     from fxsoftmax.backends.gaps import UnsupportedOpError
 
     class Diff(torch.nn.Module):

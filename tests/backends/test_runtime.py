@@ -103,3 +103,27 @@ def test_out_of_the_wrong_kind_is_a_value_error():
             art(x, out=out)
     with pytest.raises(ValueError, match=r"out= must hold 1 tensor\(s\) \(\(8, 64\) torch.float32\), got 2"):
         art(x, out=(torch.empty(8, 64), torch.empty(8, 64)))
+
+
+class ScatterInto(torch.nn.Module):
+    """Scatter-like ops whose destination is an input, directly or through an op IREE fuses into them."""
+
+    def forward(self, z, index):
+        ones = torch.ones(index.shape)
+        return (z.scatter_add(1, index, ones), (z * 2).index_put((torch.arange(z.shape[0]).unsqueeze(-1), index), torch.tensor(-1.0)),
+                torch.slice_scatter(z, ones[:, :1], 1, 0, 1))
+
+
+@pytest.mark.parametrize("out", [False, True])
+def test_scatter_into_an_input(out):
+    """IREE computes these in their destination's buffer (quirks.SCATTER_INTO_STORAGE_FIXED_IN): the caller's
+    input must come back unchanged, results right, with and without out=, call after call."""
+    g = torch.Generator().manual_seed(0)
+    z, index = torch.rand(5, 6, generator=g), torch.stack([torch.randperm(6, generator=g)[:2] for _ in range(5)])
+    art = fxsoftmax.export(ScatterInto(), (z, index))
+    assert art.written == [0]
+    before, want = z.clone(), ScatterInto()(z, index)
+    for _ in range(2):
+        got = art(z, index, out=[torch.empty_like(w) for w in want]) if out else art(z, index)
+        assert torch.equal(z, before)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))

@@ -1,43 +1,55 @@
 """The model zoo in CI: every family under one preset, through export (input ids alone and with a padding
-mask) and torch.compile; every preset on a few families is tests/test_hf_models.py. The full table is
-`fxsoftmax zoo` (docs/zoo.md)."""
+mask) and torch.compile; every preset on a few families is tests/models/test_hf_models.py. The full table is
+`fxsoftmax zoo` (docs/zoo.md, tables in docs/results/zoo)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fxsoftmax.tools.models import BY_NAME, family_model
+from fxsoftmax.tools.models import BY_NAME, NOT_TEXT, family_model
 from fxsoftmax.tools.zoo import check_family
 
 pytestmark = pytest.mark.slow
-TEXT = [n for n, f in BY_NAME.items() if f.kind not in ("vision", "audio")]
+TEXT = [n for n, f in BY_NAME.items() if f.kind not in NOT_TEXT]
 
 
 IREE_FAMILIES = ("llama", "qwen2-moe", "bert", "vit")  # also run on the second IREE (make test-iree)
 
 
+def _matches_eager_with_a_site_per_softmax(row: dict) -> None:
+    assert "err" in row, row.get("trace", row["error"])  # it ran
+    assert row["err"] <= 1e-4, row
+    assert row["sites"] == BY_NAME[row["family"]].softmaxes, row
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.iree) if n in IREE_FAMILIES else n for n in BY_NAME])
 def test_every_family_exports_and_matches_eager(name):
-    row = check_family(name, "export", "split")
-    assert row["ok"], row.get("trace", row["error"])
+    _matches_eager_with_a_site_per_softmax(check_family(name, "export", "split"))
 
 
 @pytest.mark.parametrize("name", TEXT)
 def test_text_families_with_a_padding_mask(name):
-    row = check_family(name, "export", "split-sum", mask=True)
-    assert row["ok"], row.get("trace", row["error"])
+    _matches_eager_with_a_site_per_softmax(check_family(name, "export", "split-sum", mask=True))
 
 
 @pytest.mark.parametrize("name", ["llama", "mixtral", "bert", "bart", "vit", "wav2vec2"])
 def test_torch_compile_path(name):
-    row = check_family(name, "torch.compile", "remat")
-    assert row["ok"], row.get("trace", row["error"])
+    _matches_eager_with_a_site_per_softmax(check_family(name, "torch.compile", "remat"))
+
+
+# As transformers builds them by default: SDPA attention (decomposed on CPU), `grouped_mm` MoE experts
+# (aten.histc and the grouped matmul rewritten), group-limited routing (topk(sorted=False), a scatter)
+@pytest.mark.parametrize("path", ["export", "torch.compile"])
+@pytest.mark.parametrize("name", ["mixtral", "qwen2-moe", "deepseek-v3", "gpt-oss", "whisper"])
+def test_default_configs(name, path):
+    _matches_eager_with_a_site_per_softmax(check_family(name, path, "auto", "default"))
 
 
 def test_moe_router_softmax_is_a_site():
     row = check_family("qwen2-moe", "export", "per-step")
-    assert row["ok"] and row["sites"] == 2  # attention + router
+    _matches_eager_with_a_site_per_softmax(row)
+    assert row["sites"] == 2  # attention + router
 
 
 def test_cli_zoo_writes_the_table(tmp_path):

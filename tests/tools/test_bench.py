@@ -1,5 +1,5 @@
 """The benchmark in its quick mode (seconds): what it measures and writes. No timing assertions: speed
-claims come from the full sweep in docs/benchmarks, not from a test."""
+claims come from the full sweep in docs/results, not from a test."""
 
 from __future__ import annotations
 
@@ -34,16 +34,19 @@ def test_bench_rejects_bad_arguments(tmp_path):
         run_bench("quick", str(tmp_path), repeat=0)
 
 
-def test_model_bench_times_every_policy_and_peer(tmp_path):
-    from fxsoftmax.tools.bench.model import POLICIES, run_model_bench
+def test_model_bench_times_every_method_and_peer(tmp_path):
+    from fxsoftmax.tools.bench.model import BASELINE, IREE_METHODS, run_model_bench
 
     text = run_model_bench("bert-tiny", str(tmp_path), seq=16, repeat=1, inductor=False, quiet=True)
     rows = {r["method"]: r for r in json.loads((tmp_path / "model_results.json").read_text())["rows"]}
-    assert set(rows) == {*POLICIES, "eager"}
-    for p in POLICIES:
-        assert rows[p]["dispatches"] > 0 and rows[p]["compile_s"] > 0 and rows[p]["max_err"] <= 1e-4
-    assert rows["split"]["plans"] == ["split"] and rows["fused"]["plans"] == ["fused"]
-    assert (tmp_path / "model_time.png").stat().st_size > 0 and "| t / t_fused |" in text
+    assert set(rows) == {*IREE_METHODS, "torch eager", "torch sdpa"}
+    for m in IREE_METHODS:
+        assert rows[m]["dispatches"] > 0 and rows[m]["compile_s"] > 0 and rows[m]["max_err"] <= 1e-4
+    assert rows["decomposed, fused"]["plans"] == ["fused"] and rows["eager graph, fused"]["plans"] == ["fused"]
+    # kept attention leaves no softmax site to plan; the default decomposes it on cpu
+    assert rows["attention kept"]["plans"] == [] and rows["default"]["plans"]
+    assert "attention" in rows["default"]["attention"]
+    assert (tmp_path / "model_time.png").stat().st_size > 0 and f"/ {BASELINE} |" in text
 
 
 def test_one_case_from_the_command_line(tmp_path):

@@ -2,13 +2,19 @@
 (IREE environment, flags), run in rounds so drift spreads over all of them; medians of the rounds'
 medians. On-device times (input placed once), 1 thread (local-sync) and all cores (local-task).
 
-Run: .venv/bin/python docs/benchmarks/versions.py [ROUNDS] [--large]  (needs .venv-iree-3.13.0: make test-iree)
-Writes docs/benchmarks/versions.md and versions.json."""
+    .venv/bin/python scripts/versions.py [ROUNDS] [--large]   (needs .venv-iree-3.13.0: make test-iree)
+    .venv/bin/python scripts/versions.py --smoke              (this environment only, a tiny case, nothing written)
 
-import json, os, statistics, subprocess, sys
+Writes docs/results/versions.md and versions.json."""
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "docs", "results")
 QUICK = [((64, 2048), -1), ((256, 256), 0)]
 LARGE = [((4096, 16384), -1)]
 RUNS = {  # label: (environment, extra iree-compile flags)
@@ -22,8 +28,8 @@ CHILD = r"""
 import json, os, statistics, sys, warnings
 warnings.filterwarnings("ignore")
 import torch, fxsoftmax
-from fxsoftmax.bench.measure import round_robin
-from fxsoftmax.bench.cases import PRESETS
+from fxsoftmax.tools.bench.measure import round_robin
+from fxsoftmax.tools.bench.cases import PRESETS
 flags, shapes, repeat = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
 out = {}
 for shape, dim in shapes:
@@ -42,7 +48,7 @@ print("RESULT" + json.dumps(out))
 
 
 def child(env, flags, shapes, repeat):
-    cmd = [os.path.join(ROOT, env, "bin", "python"), "-c", CHILD, json.dumps(flags), json.dumps(shapes), str(repeat)]
+    cmd = [os.path.join(env, "bin", "python"), "-c", CHILD, json.dumps(flags), json.dumps(shapes), str(repeat)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800)
     line = next((l for l in res.stdout.splitlines() if l.startswith("RESULT")), None)
     if line is None:
@@ -51,21 +57,25 @@ def child(env, flags, shapes, repeat):
 
 
 def main():
+    if "--smoke" in sys.argv:
+        out = child(os.path.dirname(os.path.dirname(sys.executable)), [], [((16, 64), -1)], 1)
+        print("\n".join(f"{k}: {v:.3f} ms" for k, v in out.items()))
+        return
     rounds = int(next((a for a in sys.argv[1:] if a.isdigit()), 3))
     shapes = QUICK + (LARGE if "--large" in sys.argv else [])
     repeat = 9
     got = {label: [] for label in RUNS}
     for _ in range(rounds):
         for label, (env, flags) in RUNS.items():
-            got[label].append(child(env, flags, shapes, repeat))
+            got[label].append(child(os.path.join(ROOT, env), flags, shapes, repeat))
     med = {label: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for label, runs in got.items()}
-    sys.path.insert(0, ROOT)
-    from fxsoftmax.bench.cases import machine
-    info = machine()
+    from fxsoftmax.auto.machine import describe
+
+    info = describe()
     keys = list(med["3.9"])
     labels = list(RUNS)
-    lines = [f"# Every preset, IREE 3.9 against 3.13", "",
-             f"Machine: {info['cpu']}, {info['cores']} cores. `{' '.join(['.venv/bin/python', 'docs/benchmarks/versions.py'] + sys.argv[1:])}`: "
+    lines = ["# Every preset, IREE 3.9 against 3.13", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores. `{' '.join(['.venv/bin/python', 'scripts/versions.py'] + sys.argv[1:])}`: "
              f"{rounds} rounds of one child process per column, {repeat} round-robin calls per preset in each; "
              "medians of the rounds' medians, on-device (input placed once). 3.13 columns give the time as a ratio to 3.9's.", "",
              "| case | preset | 3.9 ms | " + " | ".join(labels[1:]) + " |", "|---|---|---|" + "---|" * (len(labels) - 1)]
@@ -78,9 +88,9 @@ def main():
     lines += ["", "| 3.13 flags | cells within 1.1x of 3.9 | worst ratio |", "|---|---|---|"]
     lines += [f"| {l} | {within[l]} of {len(keys)} | {worst[l]:.2f}x |" for l in labels[1:]]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(HERE, "versions.md"), "w") as f:
+    with open(os.path.join(RESULTS, "versions.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(HERE, "versions.json"), "w") as f:
+    with open(os.path.join(RESULTS, "versions.json"), "w") as f:
         json.dump({"machine": info, "rounds": got, "medians": med}, f, indent=1)
     print(text)
 

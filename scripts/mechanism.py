@@ -6,12 +6,15 @@
 2. The peel flag (quirks.PEEL_FLAG), which only modules keeping an IREE softmax get: the `fused` module
    compiled with and without it, model time.
 
-Run: .venv/bin/python docs/benchmarks/mechanism.py [--layers N] [--seq N] [--repeat N]
+    .venv/bin/python scripts/mechanism.py [--layers N] [--seq N] [--repeat N] [--smoke]
+
+Prints the table of docs/results/mechanism.md (--smoke: hidden 64, seq 16, one round).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 
 import torch
@@ -19,9 +22,10 @@ import transformers
 
 import fxsoftmax
 from fxsoftmax import quirks
-from fxsoftmax.backends.export import Artifact, compile_cached
-from fxsoftmax.machine import describe as machine
-from fxsoftmax.bench.measure import round_robin
+from fxsoftmax.auto.machine import describe
+from fxsoftmax.backends.artifact import Artifact
+from fxsoftmax.backends.compiler import compile_cached
+from fxsoftmax.tools.bench.measure import round_robin
 
 
 def main() -> None:
@@ -29,9 +33,12 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--smoke", action="store_true", help="hidden 64, seq 16, one round")
     a = ap.parse_args()
+    small = dict(hidden_size=64, num_attention_heads=2, intermediate_size=128, layers=1, seq=16, repeat=1) if a.smoke else {}
+    a.layers, a.seq, a.repeat = small.pop("layers", a.layers), small.pop("seq", a.seq), small.pop("repeat", a.repeat)
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(num_hidden_layers=a.layers, attn_implementation="eager")
+    cfg = transformers.BertConfig(num_hidden_layers=a.layers, attn_implementation="eager", **small)
     model = transformers.BertModel(cfg).eval()
     ids = torch.randint(0, 30000, (1, a.seq))
     mask = torch.ones(1, a.seq, dtype=torch.int64)
@@ -51,16 +58,15 @@ def main() -> None:
     arts["fused, with peel flag"] = fused
     flags = [f for f in fused.flags if f != quirks.PEEL_FLAG]
     vmfb = compile_cached(fused.mlir, flags, what="fused without peel").output
-    arts["fused, without peel flag"] = Artifact(fused.mlir, vmfb, fused.target, fused.sites, flags, parameters=fused.parameters)
+    arts["fused, without peel flag"] = dataclasses.replace(fused, vmfb=vmfb, flags=flags, _runners={})
 
-    print(f"BERT-base width, {a.layers} layer(s), seq {a.seq}; {machine()['cpu']}, {machine()['cores']} cores\n")
-    print("| variant | dispatches | bytes read + written by all dispatches | model ms (median of %d, round-robin) |" % a.repeat)
+    info = describe()
+    print(f"hidden {cfg.hidden_size}, {a.layers} layer(s), seq {a.seq}; {info['cpu']}, {info['cores']} cores; IREE {info['iree_compiler']}\n")
+    print("| variant | dispatches | bytes read + written by all dispatches | model ms (median of %d, round-robin, `art(...)`) |" % a.repeat)
     print("|---|---:|---:|---:|")
     calls = {}
     for name, art in arts.items():
-        runner = art.runner()
-        placed = [runner.put(t) for t in args]
-        calls[name] = lambda r=runner, p=placed: r.invoke(p)
+        calls[name] = lambda art=art: art(*args)
     times = round_robin(calls, a.repeat)
     for name, art in arts.items():
         report = fxsoftmax.inspect(art, stack=False)
