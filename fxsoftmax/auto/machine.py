@@ -336,6 +336,8 @@ def check(by_threads: dict[int, Threads], cores: int) -> list[str]:
         failed += [f"all cores slower per element than one ({name} {dt}: {a:.3g} > {b:.3g})"
                    for name, dt, a, b in [("exp", d, all_.exp_ns_per_element[d], one.exp_ns_per_element[d]) for d in DTYPES]
                    + [("pass", d, all_.pass_ns_per_element[d], one.pass_ns_per_element[d]) for d in DTYPES]
+                   + [("exp over an outer dim", d, all_.outer_exp_ns_per_element[d], one.outer_exp_ns_per_element[d]) for d in DTYPES]
+                   + [("column read", d, all_.columns_read_ns_per_element[d], one.columns_read_ns_per_element[d]) for d in DTYPES]
                    + [("memory read", "", all_.read_ns_per_byte["large"], one.read_ns_per_byte["large"])] if a > SLACK * b]
     for threads, k in by_threads.items():
         if k.read_ns_per_byte["mid"] > SLACK * k.read_ns_per_byte["large"]:

@@ -40,11 +40,13 @@ def test_processes_starting_together_measure_once(tmp_path):
 
 
 def test_checks_catch_inconsistent_constants():
-    k = machine.Threads({"mid": 1.0, "large": 2.0}, {"mid": 1.0, "large": 2.0}, {"float32": 1.0}, {"float32": 0.5, "bfloat16": 0.5},
-                        {"float32": 4.0, "bfloat16": 4.0}, 10.0, 20.0, {"float32": 0.0, "bfloat16": 1.0}, {"float32": 1.0})
+    k = machine.Threads({"mid": 1.0, "large": 2.0}, {"mid": 1.0, "large": 2.0}, {"float32": 1.0, "bfloat16": 1.0}, {"float32": 0.5, "bfloat16": 0.5},
+                        {"float32": 4.0, "bfloat16": 4.0}, 10.0, 20.0, {"float32": 0.0, "bfloat16": 1.0}, {"float32": 1.0, "bfloat16": 1.0})
     slow_all = machine.Threads(**{**k.__dict__, "exp_ns_per_element": {"float32": 9.0, "bfloat16": 4.0}})
     assert machine.check({1: k, 2: k}, 2) == []
     assert machine.check({1: k, 2: slow_all}, 2) == ["all cores slower per element than one (exp float32: 9 > 4)"]
+    slow_outer = machine.Threads(**{**k.__dict__, "outer_exp_ns_per_element": {"float32": 1.0, "bfloat16": 3.0}})
+    assert machine.check({1: k, 2: slow_outer}, 2) == ["all cores slower per element than one (exp over an outer dim bfloat16: 3 > 1)"]
     cached_slower = machine.Threads(**{**k.__dict__, "read_ns_per_byte": {"mid": 3.0, "large": 2.0}})
     assert machine.check({1: cached_slower}, 1) == ["data in the last-level cache read slower than from memory with 1 thread(s)"]
 
@@ -61,20 +63,23 @@ def test_between_measured_thread_counts_costs_are_interpolated():
     assert 1.0 < c.memory_ns_per_byte(1, 64 << 20)[0] < 2.0
 
 
-WORK = {  # the constants that measure work, not a call's latency, and how to read them
+WORK = {  # the constants measured directly as work (not a call's latency), and how to read them
     "exp": lambda k: k.exp_ns_per_element["float32"], "exp bf16": lambda k: k.exp_ns_per_element["bfloat16"],
     "pass": lambda k: k.pass_ns_per_element["float32"], "read": lambda k: k.read_ns_per_byte["large"],
-    "write": lambda k: k.write_ns_per_byte["large"], "read 8 MiB": lambda k: k.read_ns_per_byte["mid"],
+    "read 8 MiB": lambda k: k.read_ns_per_byte["mid"],
     "columns": lambda k: k.columns_read_ns_per_element["float32"], "columns bf16": lambda k: k.columns_read_ns_per_element["bfloat16"],
-    "bf16 rounding": lambda k: k.narrow_write_ns_per_element["bfloat16"], "outer exp bf16": lambda k: k.outer_exp_ns_per_element["bfloat16"],
 }
-FACTOR = 1.75  # stated: constants measured with every core loaded land within this factor of quiet ones (0.65-1.27 seen)
+# Not checked here: differences of two probes (write: stream - read; bf16 rounding: a kernel in bf16 less the
+# same in f32) and the outer-dim exp. On the Zen 4 (2026-11-30) two quiet measurements of them disagreed by
+# 0.37-2.6x, and loaded ones by 0.07-3.3x.
+FACTOR = 2.0  # stated: constants measured directly, with every core loaded or quiet again, land within this factor of a quiet measurement (0.65-1.77 seen)
 
 
 @pytest.mark.serial
 def test_a_first_use_beside_other_work_is_noticed_and_lands_near_a_quiet_one(tmp_path):
-    """Every core loaded by another process during the first use: the constants land within FACTOR of a quiet
-    measurement, are marked provisional (the reason line says why), and the next quiet use measures again."""
+    """Every core loaded by another process during the first use: the constants measured directly land within
+    FACTOR of a quiet measurement, are marked provisional (the reason line says why), and the next quiet use
+    measures again, landing within FACTOR too."""
     quiet = machine.constants(str(tmp_path / "quiet"))
     assert quiet.trusted, (quiet.load, quiet.violations)
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
@@ -91,3 +96,7 @@ def test_a_first_use_beside_other_work_is_noticed_and_lands_near_a_quiet_one(tmp
             assert 1 / FACTOR <= ratio <= FACTOR, (name, threads, ratio)
     again = machine.constants(str(tmp_path / "busy"))
     assert again.trusted and again.note.startswith("measured again: the cached constants were taken while other processes used")
+    for threads in quiet.by_threads:
+        for name, read in WORK.items():
+            ratio = read(again.at(threads)) / read(quiet.at(threads))
+            assert 1 / FACTOR <= ratio <= FACTOR, (name, threads, ratio)
