@@ -46,7 +46,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m serial
 
 test-iree: $(IREE_VENV)/.installed
-	$(IREE_VENV)/bin/python -m pytest -q -n 2 --dist worksteal -p no:cacheprovider -m iree
+	$(IREE_VENV)/bin/python -m pytest -q -n 2 --dist worksteal -p no:cacheprovider -m "iree and not serial"
+	$(IREE_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "iree and serial"
 
 # The package as a user installs it: a wheel, into a fresh environment that already holds torch, run from
 # outside the checkout (pip picks the IREE the metadata allows).

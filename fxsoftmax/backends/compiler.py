@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import subprocess
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
 from iree.compiler.tools.binaries import find_tool
@@ -85,47 +83,15 @@ COMPILE_CACHE_ENTRIES = 32  # the most recent compiles kept in this process
 
 def compile_cached(mlir: str, compile_flags: Sequence[str], *, what: str, phases: Sequence[str] = ()) -> CompileResult:
     """iree-compile, memoized in this process on (MLIR text, flags, phases kept); least recently used
-    entries beyond COMPILE_CACHE_ENTRIES are dropped. Where $FXSOFTMAX_COMPILE_CACHE_DIR names a folder,
-    compiles are also kept there, for other processes (parallel test workers, the command line)."""
-    key = hashlib.sha256("\0".join([_compiler_version(), mlir, *compile_flags, "|", *phases]).encode()).hexdigest()
+    entries beyond COMPILE_CACHE_ENTRIES are dropped."""
+    key = hashlib.sha256("\0".join([mlir, *compile_flags, "|", *phases]).encode()).hexdigest()
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
     else:
-        folder = os.environ.get("FXSOFTMAX_COMPILE_CACHE_DIR")
-        _COMPILED[key] = (folder and _read_compiled(folder, key)) or iree_compile(mlir, compile_flags, what=what, phases=phases)
-        if folder:
-            _write_compiled(folder, key, _COMPILED[key])
+        _COMPILED[key] = iree_compile(mlir, compile_flags, what=what, phases=phases)
         while len(_COMPILED) > COMPILE_CACHE_ENTRIES:
             _COMPILED.popitem(last=False)
     return _COMPILED[key]
-
-
-@functools.cache
-def _compiler_version() -> str:
-    try:
-        return version("iree-base-compiler")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def _read_compiled(folder: str, key: str) -> CompileResult | None:
-    try:
-        with open(os.path.join(folder, f"{key}.json")) as f:  # written last: its module is complete
-            meta = json.load(f)
-        with open(os.path.join(folder, f"{key}.vmfb"), "rb") as f:
-            return CompileResult(f.read(), meta["stderr"], meta["phases"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _write_compiled(folder: str, key: str, result: CompileResult) -> None:
-    os.makedirs(folder, exist_ok=True)
-    for name, data, mode in ((f"{key}.vmfb", result.output, "wb"),
-                             (f"{key}.json", json.dumps({"stderr": result.stderr, "phases": result.phases}), "w")):
-        tmp = os.path.join(folder, f"{name}.{os.getpid()}.tmp")
-        with open(tmp, mode) as f:
-            f.write(data)
-        os.replace(tmp, os.path.join(folder, name))  # never a half-written file
 
 
 # Chips worth trying when an arch is refused, to tell the user which ones this IREE accepts.

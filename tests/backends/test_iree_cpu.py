@@ -389,24 +389,3 @@ def test_local_task_has_a_worker_per_physical_core():
     new_threads = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()[-1])
     assert new_threads == physical_cores() + 1  # the workers and IREE's poller thread
 
-
-def test_compiles_kept_in_a_folder_serve_other_processes(tmp_path, monkeypatch):
-    """$FXSOFTMAX_COMPILE_CACHE_DIR: a module compiled once is read back (by this or another process) without
-    running iree-compile again, with its phases; a different flag compiles anew."""
-    from fxsoftmax.backends import compiler
-
-    monkeypatch.setenv("FXSOFTMAX_COMPILE_CACHE_DIR", str(tmp_path))
-    mlir = "func.func @f(%a: tensor<8xf32>) -> tensor<8xf32> {\n  %0 = math.exp %a : tensor<8xf32>\n  return %0 : tensor<8xf32>\n}"
-    cpu = flags.target_flags(fxsoftmax.Target("cpu"))
-    first = compiler.compile_cached(mlir, cpu, what="f", phases=("flow",))
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".vmfb"]
-    monkeypatch.setattr(compiler, "_COMPILED", type(compiler._COMPILED)())  # as another process starts
-
-    def no_compile(*args, **kwargs):
-        raise AssertionError("iree-compile ran although the folder held the module")
-
-    monkeypatch.setattr(compiler, "iree_compile", no_compile)
-    again = compiler.compile_cached(mlir, cpu, what="f", phases=("flow",))
-    assert again.output == first.output and again.phases == first.phases and "flow.executable" in again.phases["flow"]
-    with pytest.raises(AssertionError, match="iree-compile ran"):
-        compiler.compile_cached(mlir, [*cpu, "--iree-opt-const-eval=false"], what="f")
