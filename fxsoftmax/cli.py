@@ -305,15 +305,15 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise CliError("--repeat must be at least 1", code=2)
     step = _Progress(a.quiet, 3)
     step(f"loading {a.path} on {device}")
-    written = m.get("written_inputs", [])
-    art = Artifact("", bundle.vmfb, Target(m["device"], m["arch"]), [], m["flags"], parameters=bundle.parameters or {}, written=written)
+    art = Artifact("", bundle.vmfb, Target(m["device"], m["arch"]), [], m["flags"], parameters=bundle.parameters or {},
+                   written=m.get("written_inputs", []))
     runner = art.runner()
     inputs = _run_inputs(bundle, a)
     step(f"running {a.repeat}x on {runner.opened.description}")
     placed = [runner.put(t) for t in inputs]
 
-    def call():  # inputs the module writes into are placed afresh each time
-        return runner.call([runner.put(t.clone()) if i in written else p for i, (t, p) in enumerate(zip(inputs, placed))])
+    def call():
+        return runner.call([runner.put_arg(i, t, p) for i, (t, p) in enumerate(zip(inputs, placed))])
 
     outs = call()
     times = time_calls(call, a.repeat)

@@ -242,7 +242,7 @@ def fused_is_a_cpu_candidate(innermost: bool) -> bool:
 # IREE's own attention kernel (what scaled_dot_product_attention becomes when kept) is slow on CPU: an SDPA
 # alone, 12 heads of 64, took 6-16x the time of the same attention decomposed into two matmuls and a softmax
 # for 64 to 1024 tokens (f32 and bf16), and 1.3-2.7x for a decode step over a cache of 512 to 4096 (IREE 3.9,
-# AMD EPYC Zen 4, 2 cores; `fxsoftmax bench --attention`, docs/results/attention.md). A BERT-base-width
+# AMD EPYC Zen 4, 2 cores; `fxsoftmax bench --attention`, docs/results/attention/attention.md). A BERT-base-width
 # model with SDPA took 3.5x as long kept. Decomposed, the softmax is a site the policy plans. Nobody has
 # measured a GPU yet: there IREE's attention kernel is the one built for it. Decision: `attention="auto"`
 # (the default) decomposes on CPU and keeps IREE's kernel on GPU.

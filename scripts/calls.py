@@ -7,7 +7,6 @@ the minor page faults each call takes. Run it in each IREE environment to compar
 
 Writes docs/results/calls-iree-<version>.json and .md (with --smoke: a tiny case, nothing written)."""
 
-import argparse
 import json
 import os
 import resource
@@ -15,20 +14,17 @@ import statistics
 import warnings
 
 import torch
+from _common import ROOT, rounds_and_smoke
 
 import fxsoftmax
 from fxsoftmax.auto.machine import describe
 from fxsoftmax.tools.bench.measure import round_robin
 
 warnings.filterwarnings("ignore")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=11)
-    ap.add_argument("--smoke", action="store_true", help="a tiny case, one round, nothing written")
-    a = ap.parse_args()
+    a = rounds_and_smoke(__doc__.splitlines()[0], 11)
     shape, rounds = ((64, 256), 1) if a.smoke else ((4096, 16384), a.rounds)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     want, y = torch.softmax(x, -1), torch.empty_like(x)

@@ -14,12 +14,12 @@ import tempfile
 import warnings
 
 import torch
+from _common import ROOT
 from iree.compiler.tools.binaries import find_tool
 
 import fxsoftmax
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exp_in_output")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--iree-hal-target-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host"]
 
 

@@ -8,12 +8,12 @@ runner for the thread count (what `art(x)` does: DLPack in and out, no copies); 
 
 Writes docs/results/inplace.md (with --smoke: a tiny case, one round, nothing written)."""
 
-import argparse
 import os
 import statistics
 import warnings
 
 import torch
+from _common import ROOT, rounds_and_smoke
 
 import fxsoftmax
 from fxsoftmax.auto.machine import describe
@@ -21,14 +21,10 @@ from fxsoftmax.backends.runtime import physical_cores
 from fxsoftmax.tools.bench.measure import round_robin
 
 warnings.filterwarnings("ignore")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--smoke", action="store_true", help="a tiny case, one round, nothing written")
-    a = ap.parse_args()
+    a = rounds_and_smoke(__doc__.splitlines()[0], 9)
     shapes, rounds = (((64, 256),), 1) if a.smoke else (((4096, 16384), (16384, 4096)), a.rounds)
     info = describe()
     lines = ["# `inplace` against ATen and IREE's own softmax, through the user's call", "",

@@ -13,7 +13,8 @@ import statistics
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT
+
 RESULTS = os.path.join(ROOT, "docs", "results")
 QUICK = [((64, 2048), -1), ((256, 256), 0)]
 LARGE = [((4096, 16384), -1)]

@@ -193,9 +193,9 @@ class _Runner:
         self.art, self.runner, self.scalars = art, art.runner(), scalars
         self.cache: dict[int, tuple[Any, int, Any]] = {}
 
-    def _put(self, t: torch.Tensor):
-        if not isinstance(t, torch.nn.Parameter):
-            return self.runner.put(t)
+    def _put(self, i: int, t: torch.Tensor):
+        if i in self.runner.written or not isinstance(t, torch.nn.Parameter):
+            return self.runner.put_arg(i, t)
         hit = self.cache.get(id(t))
         if hit is not None and hit[1] == t._version and hit[2]() is t:
             return hit[0]
@@ -210,8 +210,7 @@ class _Runner:
                                  "compile the model again (e.g. torch._dynamo.reset()) for the new value")
         tensors = _tensor_args(args, self.scalars)
         results = self.art.signature.results_for(tensors) if self.art.signature is not None else None
-        placed = [self.runner.put(t.clone()) if i in self.runner.written else self._put(t) for i, t in enumerate(tensors)]
-        outs = self.runner.call(placed, results=results)
+        outs = self.runner.call([self._put(i, t) for i, t in enumerate(tensors)], results=results)
         return pytree.tree_unflatten(outs, self.art.out_spec)
 
 

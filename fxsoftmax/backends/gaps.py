@@ -63,7 +63,7 @@ def importer_gaps(error: IreeCompileError, ep: torch.export.ExportedProgram) -> 
     located = _LOCATED_ERROR.findall(error.stderr) if not names and error.in_import else []
     for path, line in located:
         frame = f'File "{path}", line {line},'
-        there = [n for n in nodes if frame in _innermost_frame(n)]
+        there = [n for n in nodes if frame in _innermost_frame(n)[0]]
         found |= {n.target for n in there if n.target in defaults}
         if there and not found:
             ops = ", ".join(sorted({str(n.target).rsplit(".", 1)[0] for n in there}))
@@ -83,20 +83,22 @@ def _users_of(constants: set[tuple[str, str]], ir: str) -> set[str]:
     return names
 
 
-def _innermost_frame(node: torch.fx.Node) -> str:
-    frames = [l for l in (node.meta.get("stack_trace") or "").splitlines() if l.strip().startswith("File ")]
-    return frames[-1] if frames else ""
+def _innermost_frame(node: torch.fx.Node) -> tuple[str, str]:
+    """The last `File "...", line N` line of the node's stack trace and the code line under it ("" when none)."""
+    lines = (node.meta.get("stack_trace") or "").splitlines()
+    frames = [i for i, l in enumerate(lines) if l.strip().startswith("File ")]
+    if not frames:
+        return "", ""
+    i = frames[-1]
+    return lines[i], lines[i + 1].strip() if i + 1 < len(lines) else ""
 
 
 def where(*nodes: torch.fx.Node) -> str:
     """' (at <file>:<line>: <code>)' for the first node with a source line, else ''."""
     for node in nodes:
-        lines = (node.meta.get("stack_trace") or "").splitlines()
-        frames = [i for i, l in enumerate(lines) if l.strip().startswith("File ")]
-        if frames:
-            m = re.match(r'\s*File "([^"]+)", line (\d+)', lines[frames[-1]])
-            code = lines[frames[-1] + 1].strip() if frames[-1] + 1 < len(lines) else ""
-            if m:
-                path = m.group(1).split("site-packages/")[-1]
-                return f" (at {path}:{m.group(2)}: {code})" if code else f" (at {path}:{m.group(2)})"
+        frame, code = _innermost_frame(node)
+        m = re.match(r'\s*File "([^"]+)", line (\d+)', frame)
+        if m:
+            path = m.group(1).split("site-packages/")[-1]
+            return f" (at {path}:{m.group(2)}: {code})" if code else f" (at {path}:{m.group(2)})"
     return ""

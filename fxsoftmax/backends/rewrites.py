@@ -58,11 +58,6 @@ def _scatter_value(x: torch.Tensor, dim: int, index: torch.Tensor, value: float)
     return torch.where(hits.movedim(-1, dim) > 0, torch.full((), value, dtype=x.dtype, device=x.device), x)
 
 
-def _transformers_op(name: str):
-    namespace = getattr(torch.ops, "transformers", None)
-    return getattr(namespace, name, None) if namespace is not None and hasattr(namespace, name) else None
-
-
 REWRITES = (
     Rewrite("aten.histc.default",
             "not lowered by the importer (UnsupportedOpError naming aten.histc); transformers' default `grouped_mm` MoE "
@@ -97,7 +92,7 @@ def decompositions() -> dict:
     table = {}
     for rewrite in REWRITES:
         namespace, name, overload = rewrite.op.split(".")
-        packet = getattr(torch.ops.aten, name, None) if namespace == "aten" else _transformers_op(name)
+        packet = getattr(getattr(torch.ops, namespace), name, None)
         if packet is not None:
             table[getattr(packet, overload)] = rewrite.decomposition
     return table

@@ -208,10 +208,17 @@ class IreeRunner:
         out = torch.from_numpy(np.array(arr))  # copy: the mapping dies with the buffer
         return out.view(dtype) if dtype == torch.bfloat16 else out
 
+    def put_arg(self, i: int, t: torch.Tensor, placed: rt.HalBufferView | None = None) -> rt.HalBufferView:
+        """Tensor argument `i` for one call: a fresh copy where the module may write into it (`written`),
+        else `placed` (the tensor placed earlier) or the tensor placed now."""
+        if i in self.written:
+            return self.put(t.clone())
+        return placed if placed is not None else self.put(t)
+
     def __call__(self, *tensors: torch.Tensor, out: Sequence[torch.Tensor] = (),
                  results: Sequence[tuple[Sequence[int], torch.dtype]] | None = None) -> list[torch.Tensor]:
         """The function on `tensors` (see `call`)."""
-        return self.call([self.put(t.clone() if i in self.written else t) for i, t in enumerate(tensors)], out=out, results=results)
+        return self.call([self.put_arg(i, t) for i, t in enumerate(tensors)], out=out, results=results)
 
     def call(self, args: Sequence[rt.HalBufferView], *, out: Sequence[torch.Tensor] = (),
              results: Sequence[tuple[Sequence[int], torch.dtype]] | None = None) -> list[torch.Tensor]:

@@ -85,9 +85,7 @@ def check_family(name: str, path: str, policy: str, attn: str = "eager", *, mask
         row["ok"] = row["err"] <= 1e-4 and row["sites"] == fam.softmaxes
         row["error"] = "" if row["ok"] else f"sites {row['sites']} (want {fam.softmaxes}), max err {row['err']:.1e}"
     except Exception as e:  # recorded in the table, not the end of the sweep
-        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-        first = next((l for l in lines if "error:" in l), lines[0] if lines else "")
-        row.update(ok=False, error=f"{type(e).__name__}: {first}"[:300], trace=traceback.format_exc()[-2000:])
+        row.update(ok=False, error=f"{type(e).__name__}: {_first_line(e, 'error:')}"[:300], trace=traceback.format_exc()[-2000:])
     if not row["ok"] and zm is not None and path == "export":
         row["plain_turbine"] = plain_turbine(zm)
     row["seconds"] = round(time.perf_counter() - t, 1)
@@ -109,8 +107,13 @@ def plain_turbine(zm: BuiltModel) -> str:
         iree_compile(mlir, flags.target_flags(Target("cpu")), what=f"{zm.name} (plain iree-turbine)")
         return "compiles"
     except Exception as e:
-        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-        return f"{type(e).__name__}: {next((l for l in lines if 'error' in l.lower()), lines[0] if lines else '')}"[:200]
+        return f"{type(e).__name__}: {_first_line(e, 'error', lower=True)}"[:200]
+
+
+def _first_line(e: Exception, needle: str, lower: bool = False) -> str:
+    """The first line of `e`'s message holding `needle`, else its first line."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return next((l for l in lines if needle in (l.lower() if lower else l)), lines[0] if lines else "")
 
 
 def run_zoo(out: str, policies: tuple[str, ...], paths: tuple[str, ...] = PATHS, attns: tuple[str, ...] = ("eager",),
