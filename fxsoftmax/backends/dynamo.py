@@ -169,7 +169,7 @@ def _model_lines(message: str, gm: fx.GraphModule) -> str:
         node = nodes.get(m.group(1))
         return where(node) if node is not None and where(node) else m.group(0)
 
-    return re.sub(r" \(at <eval_with_key>\.\d+:\d+: (\w+) = [^\n]*?\)(?=, | and |,? ?$)", model_line, message)
+    return re.sub(r" \(at <eval_with_key>\.\d+:\d+: (\w+) = [^\n]*?\)(?=[:,]| and |$)", model_line, message)
 
 
 def _is_unspecialized_float(a: Any) -> bool:

@@ -242,3 +242,26 @@ def test_the_smallest_program_that_crashes_iree_on_a_dynamic_view():
         assert e.value.crashed
     else:
         assert iree_compile(mlir, cpu).output
+
+
+def test_places_in_dynamo_graph_code_are_named_by_their_model_lines():
+    """An importer error names a node by its place in dynamo's generated code; the message the user sees
+    names the model line instead, whatever follows it (a comma, " and", IREE's diagnostic after a colon)."""
+    from fxsoftmax.backends.dynamo import _model_lines
+
+    graphs = []
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(x.transpose(0, 1), -1)  # the model line
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch.compile(Model(), backend=capture)(torch.randn(3, 4))
+    node = next(n for n in graphs[0].graph.nodes if n.op == "call_method" and n.target == "transpose")
+    place = f"(at <eval_with_key>.7:5: {node.name} = l_x_.transpose(0, 1))"
+    for after in (": 'linalg.transpose' op dim(result, 2) = 1500", ", aten.y", " and aten.z", ""):
+        named = _model_lines(f"IREE's importer failed on aten.permute {place}{after}", graphs[0])
+        assert "<eval_with_key>" not in named and "test_dynamo.py" in named and "the model line" in named and named.endswith(after)

@@ -112,3 +112,34 @@ def test_bert_base_width_bfloat16_layer_with_padding_mask(encoder, policy):
     assert (got.float() - exact).abs().max().item() <= 2 * (eager - exact).abs().max().item()
     _check_plan(art)
     assert policy == "auto" or art.sites[0].plan == "inplace"
+
+
+# As transformers builds them by default (SDPA attention, `grouped_mm` MoE experts), exported with every
+# argument at its default and called with input ids alone, over a dynamic sequence.
+def test_default_bert_base_width_dynamic_sequence():
+    torch.manual_seed(0)
+    model = transformers.BertModel(transformers.BertConfig(num_hidden_layers=1)).eval()
+    assert model.config._attn_implementation == "sdpa"
+    seq = torch.export.Dim("seq", min=2, max=512)
+    art = fxsoftmax.export(model, (torch.randint(0, 30000, (1, 64)),), dynamic_shapes=({1: seq},))
+    assert [s.status for s in art.sites] == ["rewritten"] and "decomposed" in art.attention
+    for n in (7, 200):
+        ids = torch.randint(0, 30000, (1, n))
+        with torch.no_grad():
+            assert (art(ids).last_hidden_state - model(ids).last_hidden_state).abs().max().item() <= 1e-4, n
+
+
+def test_default_mixtral_width_1024_dynamic_sequence():
+    """8 experts, top 2, hidden 1024: transformers' default experts go through fxsoftmax's rewrites of
+    aten.histc and the grouped matmul (fxsoftmax/backends/rewrites.py)."""
+    torch.manual_seed(0)
+    cfg = transformers.MixtralConfig(hidden_size=1024, intermediate_size=2048, num_hidden_layers=1, num_attention_heads=16,
+                                     num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=2, vocab_size=1000, use_cache=False)
+    model = transformers.MixtralForCausalLM(cfg).eval()
+    seq = torch.export.Dim("seq", min=2, max=512)
+    art = fxsoftmax.export(model, (torch.randint(0, 1000, (1, 64)),), dynamic_shapes=({1: seq},))
+    assert [s.status for s in art.sites] == ["rewritten", "rewritten"]  # attention and the router
+    for n in (9, 100):
+        ids = torch.randint(0, 1000, (1, n))
+        with torch.no_grad():
+            assert (art(ids).logits - model(ids).logits).abs().max().item() <= 1e-4, n
