@@ -1,0 +1,105 @@
+"""How far one probe's time moves between fresh processes on this machine, with nothing else running: the
+machine probes `auto` measures, each timed in CHILDREN child processes started PAUSE seconds apart, 1 thread
+(local-sync), inputs placed once, the result written into storage kept across calls.
+
+    .venv/bin/python scripts/repeatability.py [--rounds CHILDREN]
+    .venv/bin/python scripts/repeatability.py --smoke     (two children, two probes, nothing written)
+
+Writes docs/results/repeatability.md."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from _common import ROOT, rounds_and_smoke
+
+PAUSE = 10
+# probe: (what it measures, the inputs machine._measure_threads gives it, its result's elements)
+PROBES = {
+    "read": ("256 MiB of f32 read from memory", "big_rows", "stream_rows"),
+    "stream_mid": ("8 MiB of f32 read and written (beyond L2, within the last-level cache)", "mid", "mid"),
+    "outer_exp_f32": ("exp(x - m) over the outer dim of [512, 4096], f32 (8 MiB in, 8 out)", "columns_f32", "mid"),
+    "outer_exp_bf16": ("exp(x - m) over the outer dim of [512, 4096], bf16 (4 MiB in, 4 out)", "columns_bf16", "mid"),
+    "exp_f32": ("exp over 8 rows of 16384 f32 in L2, 256 times", "rows_f32", "rows"),
+}
+SMOKE = ("outer_exp_bf16", "exp_f32")
+
+CHILD = r"""
+import json, math, statistics, sys, time, warnings
+warnings.filterwarnings("ignore")
+from fxsoftmax.auto import machine
+from fxsoftmax.auto.probes import MID, ROW, ROWS, STREAM
+from fxsoftmax.backends.runtime import IreeRunner
+vmfb, probes, calls = open(sys.argv[1], "rb").read(), json.loads(sys.argv[2]), int(sys.argv[3])
+inp = machine._inputs()
+args = {"big_rows": [inp["big"].view(STREAM // ROW, ROW)], "mid": [inp["big"][:MID]],
+        "columns_f32": [inp["columns"]["float32"], inp["columns"]["float32"][0]],
+        "columns_bf16": [inp["columns"]["bfloat16"], inp["columns"]["float32"][0]],
+        "rows_f32": [inp["rows"]["float32"], inp["repeats"]]}
+results = {"stream_rows": STREAM // ROW, "mid": MID, "rows": ROWS}
+out = {}
+for name, (arg, result) in probes.items():
+    runner = IreeRunner(vmfb, "local-sync", name)
+    placed = [runner.put(a) for a in args[arg]] + [runner.allocate(4 * results[result])]
+    runner.invoke(placed)
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter(); runner.invoke(placed); times.append((time.perf_counter() - t) * 1e3)
+    out[name] = statistics.median(times)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def child(vmfb: str, probes: dict, calls: int) -> dict:
+    cmd = [sys.executable, "-c", CHILD, vmfb, json.dumps(probes), str(calls)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    line = next((l for l in res.stdout.splitlines() if l.startswith("RESULT")), None)
+    if line is None:
+        raise RuntimeError(res.stderr[-3000:])
+    return json.loads(line[6:])
+
+
+def main():
+    args = rounds_and_smoke("how far each machine probe's time moves between fresh processes", 8)
+    from fxsoftmax.auto import probes
+    from fxsoftmax.auto.machine import describe
+    from fxsoftmax.backends import flags
+    from fxsoftmax.backends.compiler import iree_compile
+    from fxsoftmax.backends.targets import Target
+
+    names = SMOKE if args.smoke else tuple(PROBES)
+    children, calls = (2, 3) if args.smoke else (args.rounds, 21)
+    chosen = {n: PROBES[n][1:] for n in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        vmfb = os.path.join(tmp, "probes.vmfb")
+        with open(vmfb, "wb") as f:
+            f.write(iree_compile(probes.module(), flags.module_flags(Target("cpu"), ["rewritten"]), what="the machine probes").output)
+        runs = []
+        for i in range(children):
+            if i:
+                time.sleep(0 if args.smoke else PAUSE)
+            runs.append(child(vmfb, chosen, calls))
+    info = describe()
+    lines = ["# How far a probe's time moves between processes", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running. "
+             f"`.venv/bin/python scripts/repeatability.py --rounds {children}`: {children} child processes started "
+             f"{PAUSE} s apart; in each, the median of {calls} calls of each probe (1 thread, inputs placed once).", "",
+             "| probe | what it measures | min ms | median ms | max ms | max / min |", "|---|---|---:|---:|---:|---:|"]
+    for n in names:
+        ts = [r[n] for r in runs]
+        lines.append(f"| `{n}` | {PROBES[n][0]} | {min(ts):.3f} | {statistics.median(ts):.3f} | {max(ts):.3f} | "
+                     f"{max(ts) / min(ts):.2f} |")
+    lines += ["", "Per process (ms): " + "; ".join(", ".join(f"{r[n]:.2f}" for r in runs) + f" ({n})" for n in names)]
+    text = "\n".join(lines) + "\n"
+    if not args.smoke:
+        with open(os.path.join(ROOT, "docs", "results", "repeatability.md"), "w") as f:
+            f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
