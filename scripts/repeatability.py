@@ -10,12 +10,11 @@ Writes docs/results/repeatability.md."""
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-from _common import ROOT, rounds_and_smoke
+from _common import ROOT, child_result, rounds_and_smoke
 
 PAUSE = 10
 # probe: (what it measures, the inputs machine._measure_threads gives it, its result's elements)
@@ -29,7 +28,7 @@ PROBES = {
 SMOKE = ("outer_exp_bf16", "exp_f32")
 
 CHILD = r"""
-import json, math, statistics, sys, time, warnings
+import json, statistics, sys, time, warnings
 warnings.filterwarnings("ignore")
 from fxsoftmax.auto import machine
 from fxsoftmax.auto.probes import MID, ROW, ROWS, STREAM
@@ -54,15 +53,6 @@ print("RESULT" + json.dumps(out))
 """
 
 
-def child(vmfb: str, probes: dict, calls: int) -> dict:
-    cmd = [sys.executable, "-c", CHILD, vmfb, json.dumps(probes), str(calls)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    line = next((l for l in res.stdout.splitlines() if l.startswith("RESULT")), None)
-    if line is None:
-        raise RuntimeError(res.stderr[-3000:])
-    return json.loads(line[6:])
-
-
 def main():
     args = rounds_and_smoke("how far each machine probe's time moves between fresh processes", 8)
     from fxsoftmax.auto import probes
@@ -82,7 +72,7 @@ def main():
         for i in range(children):
             if i:
                 time.sleep(0 if args.smoke else PAUSE)
-            runs.append(child(vmfb, chosen, calls))
+            runs.append(child_result(sys.executable, CHILD, vmfb, json.dumps(chosen), str(calls), timeout=600))
     info = describe()
     lines = ["# How far a probe's time moves between processes", "",
              f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running. "

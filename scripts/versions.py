@@ -10,10 +10,9 @@ Writes docs/results/versions.md and versions.json."""
 import json
 import os
 import statistics
-import subprocess
 import sys
 
-from _common import ROOT
+from _common import ROOT, child_result
 
 RESULTS = os.path.join(ROOT, "docs", "results")
 QUICK = [((64, 2048), -1), ((256, 256), 0)]
@@ -49,12 +48,7 @@ print("RESULT" + json.dumps(out))
 
 
 def child(env, flags, shapes, repeat):
-    cmd = [os.path.join(env, "bin", "python"), "-c", CHILD, json.dumps(flags), json.dumps(shapes), str(repeat)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800)
-    line = next((l for l in res.stdout.splitlines() if l.startswith("RESULT")), None)
-    if line is None:
-        raise RuntimeError(res.stderr[-3000:])
-    return json.loads(line[6:])
+    return child_result(os.path.join(env, "bin", "python"), CHILD, json.dumps(flags), json.dumps(shapes), str(repeat), timeout=1800)
 
 
 def main():
