@@ -40,6 +40,15 @@ PEEL_FLAG = "--iree-llvmcpu-vector-pproc-strategy=peel"
 
 PEEL_FIXED_IN = None  # needed on 3.9 and 3.13 (the LLVM fix is in neither)
 
+# The same flag changes how IREE 3.13 tiles CPU matmuls: with it a batch_matmul gets cache-level tiles and
+# 8x32 vector tiles, without it no cache tiles and 8x16. At Llama width that made every plan but `fused`
+# (the only one that got the flag) lose at model level. A block of q projection, masked scores, softmax, PV
+# and output projection ([1,32,2048,2048] scores, 2 threads): `inplace` 796 ms, `inplace` with the flag
+# 604, `fused` 622; `split` 820, with the flag 685. On 3.9 the flag changes nothing measurable there
+# (`inplace` 593 and 601, `split` 680 and 657). Evidence: docs/benchmark.md (auto against fused on 3.13).
+# Decision: on 3.13 every CPU module peels; 3.10-3.12 are untested and kept as 3.9.
+PEEL_FOR_MATMULS_SINCE = (3, 13)
+
 
 # IREE 3.11 made `--iree-opt-level` default to O0, which turns off reassociation of float reductions
 # (`--iree-llvmcpu-reassociate-fp-reductions`). On CPU every preset got slower: 4096x16384 f32, 1 thread,
@@ -116,7 +125,8 @@ def needs_external_transients() -> bool:
 def cpu_module_flags(site_statuses: Iterable[str]) -> list[str]:
     """Flags a CPU module needs on this IREE because of the sites it holds ("fused", "rewritten", ...)."""
     opt = [REASSOCIATE_FLAG] if IREE >= OPT_LEVEL_O0_DEFAULT_SINCE else []
-    return opt + ([PEEL_FLAG] if needed(PEEL_FIXED_IN) and "fused" in set(site_statuses) else [])
+    peel = IREE >= PEEL_FOR_MATMULS_SINCE or (needed(PEEL_FIXED_IN) and "fused" in set(site_statuses))
+    return opt + ([PEEL_FLAG] if peel else [])
 
 
 def reciprocal(sum_group: int, scale_group: int) -> bool:

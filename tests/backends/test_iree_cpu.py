@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -193,6 +195,26 @@ def test_every_preset_compiles_under_a_4k_stack(shape):
         site = report.sites[0]
         assert site.matches_plan, (policy, site.problem)
         assert all(d.stack_bytes is not None and d.stack_bytes <= 4096 for d in site.dispatches), (policy, site.dispatches)
+
+
+def test_matmuls_are_tiled_alike_under_every_plan():
+    """How IREE tiles a model's matmuls does not depend on the softmax plan: on IREE 3.13 only modules that
+    kept an IREE softmax got the peel flag, and with it cache-level matmul tiles (quirks.PEEL_FOR_MATMULS_SINCE)."""
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(512, 512), torch.nn.Linear(512, 512)
+
+        def forward(self, x):
+            return self.b(torch.softmax(self.a(x), -1))
+
+    x, configs = torch.randn(1, 256, 512), {}
+    for policy in ("fused", "split", "inplace"):
+        art = fxsoftmax.export(M(), (x,), policy=policy)
+        ir = iree_compile(art.mlir, art.flags, what=policy, phases=("executable-configurations",)).phases["executable-configurations"]
+        configs[policy] = sorted(re.findall(r"linalg\.(?:batch_)?matmul\w* \{lowering_config = ([^}]*\})", ir))
+    assert configs["fused"] and configs["split"] == configs["fused"] == configs["inplace"], configs
 
 
 def test_stack_limit_flag_is_enforced():
