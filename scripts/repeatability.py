@@ -75,7 +75,7 @@ def main():
             runs.append(child_result(sys.executable, CHILD, vmfb, json.dumps(chosen), str(calls), timeout=600))
     info = describe()
     lines = ["# How far a probe's time moves between processes", "",
-             f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running. "
+             f"Machine: {info['cpu']}, {info['cores']} cores, run with nothing else running. "
              f"`.venv/bin/python scripts/repeatability.py --rounds {children}`: {children} child processes started "
              f"{PAUSE} s apart; in each, the median of {calls} calls of each probe (1 thread, inputs placed once).", "",
              "| probe | what it measures | min ms | median ms | max ms | max / min |", "|---|---|---:|---:|---:|---:|"]
