@@ -28,7 +28,7 @@ PROBES = {
 SMOKE = ("outer_exp_bf16", "exp_f32")
 
 CHILD = r"""
-import json, statistics, sys, time, warnings
+import json, sys, warnings
 warnings.filterwarnings("ignore")
 from fxsoftmax.auto import machine
 from fxsoftmax.auto.probes import MID, ROW, ROWS, STREAM
@@ -43,12 +43,7 @@ results = {"stream_rows": STREAM // ROW, "mid": MID, "rows": ROWS}
 out = {}
 for name, (arg, result) in probes.items():
     runner = IreeRunner(vmfb, "local-sync", name)
-    placed = [runner.put(a) for a in args[arg]] + [runner.allocate(4 * results[result])]
-    runner.invoke(placed)
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter(); runner.invoke(placed); times.append((time.perf_counter() - t) * 1e3)
-    out[name] = statistics.median(times)
+    out[name] = machine.median_call_ms(runner, args[arg], calls, [runner.allocate(4 * results[result])])
 print("RESULT" + json.dumps(out))
 """
 

@@ -23,6 +23,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
+from typing import Sequence
 
 from ..backends import flags
 from ..backends.compiler import iree_compile
@@ -256,9 +257,10 @@ def best_call_ms(runner: IreeRunner, args: list, calls: int, workers: int, laten
     return 1e3 * (best if latency else min(best, (clock() - cpu_start) / n / workers))
 
 
-def median_call_ms(runner, args, calls: int) -> float:
-    """Median ms of `calls` calls of a loaded function after one warm-up, its arguments placed once."""
-    placed = [runner.put(a) for a in args]
+def median_call_ms(runner, args, calls: int, storage: Sequence = ()) -> float:
+    """Median ms of `calls` calls of a loaded function after one warm-up, its arguments placed once (and
+    `storage`, device buffers for its results, appended)."""
+    placed = [*(runner.put(a) for a in args), *storage]
     runner.invoke(placed)
     times = []
     for _ in range(calls):

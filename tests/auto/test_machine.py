@@ -75,6 +75,13 @@ WORK = {  # the constants measured directly as work (not a call's latency), and 
 FACTOR = 2.0  # stated: constants measured directly, with every core loaded or quiet again, land within this factor of a quiet measurement (0.65-1.77 seen)
 
 
+def _assert_near(quiet, got):
+    for threads in quiet.by_threads:
+        for name, read in WORK.items():
+            ratio = read(got.at(threads)) / read(quiet.at(threads))
+            assert 1 / FACTOR <= ratio <= FACTOR, (name, threads, ratio)
+
+
 @pytest.mark.serial
 def test_a_first_use_beside_other_work_is_noticed_and_lands_near_a_quiet_one(tmp_path):
     """Every core loaded by another process during the first use: the constants measured directly land within
@@ -90,13 +97,7 @@ def test_a_first_use_beside_other_work_is_noticed_and_lands_near_a_quiet_one(tmp
             p.kill()
     assert busy.load > machine.BUSY and not busy.trusted
     assert machine.describe_quality(busy).startswith(f"machine constants provisional: they were taken while other processes used {busy.load:.0%}")
-    for threads in quiet.by_threads:
-        for name, read in WORK.items():
-            ratio = read(busy.at(threads)) / read(quiet.at(threads))
-            assert 1 / FACTOR <= ratio <= FACTOR, (name, threads, ratio)
+    _assert_near(quiet, busy)
     again = machine.constants(str(tmp_path / "busy"))
     assert again.trusted and again.note.startswith("measured again: the cached constants were taken while other processes used")
-    for threads in quiet.by_threads:
-        for name, read in WORK.items():
-            ratio = read(again.at(threads)) / read(quiet.at(threads))
-            assert 1 / FACTOR <= ratio <= FACTOR, (name, threads, ratio)
+    _assert_near(quiet, again)

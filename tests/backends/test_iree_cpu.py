@@ -410,4 +410,3 @@ def test_local_task_has_a_worker_per_physical_core():
     )
     new_threads = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()[-1])
     assert new_threads == physical_cores() + 1  # the workers and IREE's poller thread
-
