@@ -260,7 +260,11 @@ def best_call_ms(runner: IreeRunner, args: list, calls: int, workers: int, laten
 def median_call_ms(runner, args, calls: int, storage: Sequence = ()) -> float:
     """Median ms of `calls` calls of a loaded function after one warm-up, its arguments placed once (and
     `storage`, device buffers for its results, appended)."""
-    placed = [*(runner.put(a) for a in args), *storage]
+    return median_placed_ms(runner, [*(runner.put(a) for a in args), *storage], calls)
+
+
+def median_placed_ms(runner, placed: Sequence, calls: int) -> float:
+    """Median ms of `calls` calls of a loaded function on arguments already on its device, after one warm-up."""
     runner.invoke(placed)
     times = []
     for _ in range(calls):
