@@ -88,8 +88,8 @@ def predict_dispatches_ms(plan: Plan, rows: int, row: int, innermost: bool, dtyp
         # a full-size result in a 16-bit dtype is rounded from f32 once per element (`inplace`: z, then y)
         narrow_writes = sum(nbytes[t] < 4 * elements for t in w.writes) * (2 if plan.in_output else 1)
         compute = w.passes * per_pass + exps + narrow_writes * k.narrow_write_ns_per_element[dtype_name] * elements
-        if plan.in_output:  # it prefetches, so its traffic and compute overlap
-            memory, compute = 0.0, max(memory, compute)
+        if plan.in_output:  # it prefetches, so its traffic and compute overlap; each row costs a little more
+            memory, compute = 0.0, max(memory, compute) + rows * k.in_output_row_ns
         if not innermost and not w.reductions and w.exps and "x" in w.reads:  # exp(x - m) over an outer dim, measured
             memory, rereads, compute = 0.0, 0.0, elements * k.outer_exp_ns_per_element[dtype_name] * read / k.read_ns_per_byte["mid"]
         times.append((memory + rereads + compute + dispatch_ns) * 1e-6)

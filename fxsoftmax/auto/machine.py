@@ -30,7 +30,7 @@ from ..backends.compiler import iree_compile
 from ..backends.runtime import IreeRunner, physical_cores
 from ..backends.targets import Target
 from . import probes
-from .probes import DTYPES, IN_OUTPUT_SHAPE, MID, REPEATS, ROW, ROWS, STREAM, TINY
+from .probes import DTYPES, IN_OUTPUT_SHAPE, IN_OUTPUT_SHORT_ROWS, MID, REPEATS, ROW, ROWS, STREAM, TINY
 
 CACHE_DIR = os.environ.get("FXSOFTMAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "fxsoftmax")
 BUSY = 0.25  # others' share of all CPUs above which a measurement counts as taken under load
@@ -51,6 +51,7 @@ class Threads:
     call_us: float  # a call of a one-dispatch function on a tiny tensor
     narrow_write_ns_per_element: dict[str, float]  # rounding a result to the dtype from f32 as it is written
     outer_exp_ns_per_element: dict[str, float]  # exp(x - m) over a softmax's outer dim, x and the result in the dtype
+    in_output_row_ns: float  # `inplace`'s kernel: one more row of the same elements
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class Constants:
             mix(a.dispatch_us, b.dispatch_us), mix(a.call_us, b.call_us),
             {d: mix(a.narrow_write_ns_per_element[d], b.narrow_write_ns_per_element[d]) for d in a.narrow_write_ns_per_element},
             {d: mix(a.outer_exp_ns_per_element[d], b.outer_exp_ns_per_element[d]) for d in a.outer_exp_ns_per_element},
+            mix(a.in_output_row_ns, b.in_output_row_ns),
         )
 
     def memory_ns_per_byte(self, threads: int, footprint: int) -> tuple[float, float]:
@@ -328,10 +330,12 @@ def _measure_threads(vmfb: bytes, inputs: dict, threads: int) -> Threads:
     n = math.prod(IN_OUTPUT_SHAPE)
     in_output = {d: ms(f"in_output_{t}", [rows[d].view(-1)[:n].view(IN_OUTPUT_SHAPE)], 48, result=IN_OUTPUT_SHAPE) for d, t in DTYPES.items()}
     narrow_write = {d: max(t - in_output["float32"], 0.0) * 1e6 / (2 * n) for d, t in in_output.items()}
+    short = ms("in_output_rows_f32", [rows["float32"].view(-1)[:n].view(IN_OUTPUT_SHORT_ROWS)], 48, result=IN_OUTPUT_SHORT_ROWS)
+    in_output_row = max(short - in_output["float32"], 0.0) * 1e6 / (IN_OUTPUT_SHORT_ROWS[0] - IN_OUTPUT_SHAPE[0])
     # bf16 here runs well below f32's pace on some CPUs (AMD EPYC Zen 4: 1.9 against 0.8 ns per element)
     outer_exp = {d: (ms(f"outer_exp_{t}", [inputs["columns"][d], inputs["columns"]["float32"][0]], 21, result=(MID,)) - one) * 1e6 / MID
                  for d, t in DTYPES.items()}
-    return Threads(read, write, columns, passes, exps, max(two - one, 0.0) * 1e3, one * 1e3, narrow_write, outer_exp)
+    return Threads(read, write, columns, passes, exps, max(two - one, 0.0) * 1e3, one * 1e3, narrow_write, outer_exp, in_output_row)
 
 
 def check(by_threads: dict[int, Threads], cores: int) -> list[str]:

@@ -17,7 +17,8 @@ MID = 1 << 21  # 8 MiB of f32: beyond L2, within the last-level caches of the ma
 ROWS, ROW, REPEATS = 8, 16384, 256
 TINY = 64
 IN_OUTPUT_SHAPE = (32, 4096)  # `inplace`'s own kernel in cache (512 KiB of f32), in each dtype
-VERSION = 5  # part of the machines' cache key: constants measured by other probes are measured again
+IN_OUTPUT_SHORT_ROWS = (2048, 64)  # the same elements in short rows (f32): the kernel's cost per row
+VERSION = 6  # part of the machines' cache key: constants measured by other probes are measured again
 
 
 STORAGE = "%out: !hal.buffer {iree.abi.output = 0 : index}"  # the result's storage, from the caller
@@ -121,16 +122,20 @@ def module() -> str:
 
 
 def _in_output_probes() -> str:
-    """`inplace`'s kernel for each dtype on IN_OUTPUT_SHAPE, as public functions `in_output_<t>`."""
-    text = []
-    for name, t in DTYPES.items():
-        spec = GroupSpec(site=f"probe_{t}", group=1, steps=tuple(IN_OUTPUT_PLAN), dim=1, shape=IN_OUTPUT_SHAPE, inputs=("x",),
-                         outputs=("y",), x_dtype=name, in_dtype=name, compute_dtype="float32", out_dtype=name, kernel=IN_OUTPUT)
-        fn, definitions = in_output_definitions(spec, list(IN_OUTPUT_SHAPE))
-        ty = f"tensor<{IN_OUTPUT_SHAPE[0]}x{IN_OUTPUT_SHAPE[1]}x{t}>"
-        text.append(definitions + f"""
-  util.func public @in_output_{t}(%x: {ty}, {STORAGE}) -> {ty} {{
+    """`inplace`'s kernel for each dtype on IN_OUTPUT_SHAPE, as public functions `in_output_<t>`, and for f32 on
+    IN_OUTPUT_SHORT_ROWS, as `in_output_rows_f32`."""
+    shapes = [(f"in_output_{t}", name, IN_OUTPUT_SHAPE) for name, t in DTYPES.items()]
+    return "".join(_in_output_probe(*s) for s in [*shapes, ("in_output_rows_f32", "float32", IN_OUTPUT_SHORT_ROWS)])
+
+
+def _in_output_probe(fn_name: str, dtype_name: str, shape: tuple[int, int]) -> str:
+    spec = GroupSpec(site=f"probe_{fn_name}", group=1, steps=tuple(IN_OUTPUT_PLAN), dim=1, shape=shape, inputs=("x",),
+                     outputs=("y",), x_dtype=dtype_name, in_dtype=dtype_name, compute_dtype="float32", out_dtype=dtype_name,
+                     kernel=IN_OUTPUT)
+    fn, definitions = in_output_definitions(spec, list(shape))
+    ty = f"tensor<{shape[0]}x{shape[1]}x{dtype(dtype_name).mlir}>"
+    return definitions + f"""
+  util.func public @{fn_name}(%x: {ty}, {STORAGE}) -> {ty} {{
     %y = util.call @{fn}(%x) : ({ty}) -> {ty}
     util.return %y : {ty}
-  }}""")
-    return "".join(text)
+  }}"""

@@ -26,6 +26,8 @@ def test_measured_then_read_from_the_cache(tmp_path, monkeypatch):
         assert all(k.exp_ns_per_element[d] > 0 and k.pass_ns_per_element[d] > 0 for d in k.exp_ns_per_element)
         # inplace's kernel in bf16 against f32: the difference is its rounding to bf16 as it writes
         assert k.narrow_write_ns_per_element["float32"] == 0 < k.narrow_write_ns_per_element["bfloat16"]
+        # the same kernel on the same elements in short rows: each row costs something
+        assert k.in_output_row_ns > 0
     if c.trusted:  # read back as it was, without measuring
         monkeypatch.setattr(machine, "measure", lambda: pytest.fail("measured again"))
         assert machine.constants(str(tmp_path)) == c
@@ -41,7 +43,7 @@ def test_processes_starting_together_measure_once(tmp_path):
 
 def test_checks_catch_inconsistent_constants():
     k = machine.Threads({"mid": 1.0, "large": 2.0}, {"mid": 1.0, "large": 2.0}, {"float32": 1.0, "bfloat16": 1.0}, {"float32": 0.5, "bfloat16": 0.5},
-                        {"float32": 4.0, "bfloat16": 4.0}, 10.0, 20.0, {"float32": 0.0, "bfloat16": 1.0}, {"float32": 1.0, "bfloat16": 1.0})
+                        {"float32": 4.0, "bfloat16": 4.0}, 10.0, 20.0, {"float32": 0.0, "bfloat16": 1.0}, {"float32": 1.0, "bfloat16": 1.0}, 20.0)
     slow_all = machine.Threads(**{**k.__dict__, "exp_ns_per_element": {"float32": 9.0, "bfloat16": 4.0}})
     assert machine.check({1: k, 2: k}, 2) == []
     assert machine.check({1: k, 2: slow_all}, 2) == ["all cores slower per element than one (exp float32: 9 > 4)"]
@@ -53,11 +55,12 @@ def test_checks_catch_inconsistent_constants():
 
 def test_between_measured_thread_counts_costs_are_interpolated():
     k = machine.Threads({"mid": 1.0, "large": 2.0}, {"mid": 1.0, "large": 2.0}, {"float32": 1.0}, {"float32": 1.0}, {"float32": 4.0}, 10.0, 20.0,
-                        {"float32": 0.0}, {"float32": 2.0})
+                        {"float32": 0.0}, {"float32": 2.0}, 20.0)
     half = machine.Threads({"mid": 0.5, "large": 1.0}, {"mid": 0.5, "large": 1.0}, {"float32": 0.5}, {"float32": 0.5}, {"float32": 2.0}, 20.0, 40.0,
-                           {"float32": 0.0}, {"float32": 1.0})
+                           {"float32": 0.0}, {"float32": 1.0}, 10.0)
     c = machine.Constants("test", 5, 1 << 20, 16, {1: k, 5: half})
-    assert c.at(3).exp_ns_per_element["float32"] == 3.0 and c.at(9) == half and c.at(1) == k
+    assert c.at(3).exp_ns_per_element["float32"] == 3.0 and c.at(3).in_output_row_ns == 15.0
+    assert c.at(9) == half and c.at(1) == k
     # the 8 MiB probe's cost up to 16 MiB, the 256 MiB probe's from 512 MiB
     assert c.memory_ns_per_byte(1, 1 << 20) == (1.0, 1.0) and c.memory_ns_per_byte(1, 1 << 30) == (2.0, 2.0)
     assert 1.0 < c.memory_ns_per_byte(1, 64 << 20)[0] < 2.0
