@@ -30,12 +30,11 @@ PROBES = {
 SMOKE = ("outer_exp_bf16", "exp_f32")
 
 CHILD = r"""
-import json, sys, warnings
+import json, sys, time, warnings
 warnings.filterwarnings("ignore")
 from fxsoftmax.auto import machine
 from fxsoftmax.auto.probes import MID, ROW, ROWS, STREAM
 from fxsoftmax.backends.runtime import IreeRunner
-import time
 vmfb, probes, calls, samples, pause = open(sys.argv[1], "rb").read(), json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 inp = machine._inputs()
 args = {"big_rows": [inp["big"].view(STREAM // ROW, ROW)], "mid": [inp["big"][:MID]],
@@ -66,7 +65,7 @@ def _table(names, times: dict) -> list[str]:
 
 
 def main():
-    args = rounds_and_smoke("how far each machine probe's time moves between fresh processes", 8)
+    args = rounds_and_smoke("how far each machine probe's time moves between fresh processes and over time", 8)
     from fxsoftmax.auto import probes
     from fxsoftmax.auto.machine import describe
     from fxsoftmax.backends import flags
