@@ -11,8 +11,8 @@ import fxsoftmax
 from fxsoftmax.auto.chooser import PACKAGED
 from fxsoftmax.lowering.inplace import TEMPLATE
 
-here = os.path.dirname(os.path.abspath(__file__))
-assert "site-packages" in fxsoftmax.__file__ and not fxsoftmax.__file__.startswith(os.path.dirname(here)), fxsoftmax.__file__
+# installed into this environment (not the checkout's source, wherever the checkout lies)
+assert "site-packages" in fxsoftmax.__file__ and fxsoftmax.__file__.startswith(sys.prefix + os.sep), (fxsoftmax.__file__, sys.prefix)
 assert os.path.isfile(PACKAGED) and "stream.executable" in TEMPLATE.template
 x = torch.randn(8, 128)
 for policy in ("auto", "inplace", "split"):
