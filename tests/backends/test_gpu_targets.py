@@ -93,3 +93,20 @@ def test_unknown_arch_is_refused_up_front_with_the_accepted_chips():
         fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 64),), device="cuda", arch="sm_90")
     with pytest.raises(ValueError, match="cannot compile for hip arch 'gfx9999'"):
         fxsoftmax.backend(device="hip", arch="gfx9999")
+
+
+def test_attention_auto_on_cuda_keeps_what_iree_compiles_and_says_so():
+    """`attention="auto"` keeps SDPA as IREE's kernel on GPU; IREE 3.9 cannot compile that kernel for cuda
+    sm_80 (measured on an H200, docs/results/gpu-h200), so the export decomposes it and its report says why."""
+
+    class Sdpa(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    q = torch.randn(1, 2, 64, 32)
+    art = fxsoftmax.export(Sdpa(), (q, q, q), device="cuda", arch="sm_80")
+    if "could not compile its attention kernel for cuda:sm_80" in art.attention:
+        assert art.attention.endswith("decomposed into matmuls and a softmax site instead"), art.attention
+        assert [s.status for s in art.sites] == ["fused"] and art.sites[0].form == "aten._safe_softmax", art.sites
+    else:  # an IREE that compiles its kernel for cuda keeps it
+        assert [s.status for s in art.sites] == ["kept"], (art.attention, art.sites)
