@@ -81,18 +81,11 @@ class Constants:
         if lo == hi:
             return self.by_threads[lo]
         a, b, w = self.by_threads[lo], self.by_threads[hi], (threads - lo) / (hi - lo)
-        mix = lambda p, q: p + (q - p) * w  # noqa: E731
-        return Threads(
-            {s: mix(a.read_ns_per_byte[s], b.read_ns_per_byte[s]) for s in a.read_ns_per_byte},
-            {s: mix(a.write_ns_per_byte[s], b.write_ns_per_byte[s]) for s in a.write_ns_per_byte},
-            {d: mix(a.columns_read_ns_per_element[d], b.columns_read_ns_per_element[d]) for d in a.columns_read_ns_per_element},
-            {d: mix(a.pass_ns_per_element[d], b.pass_ns_per_element[d]) for d in a.pass_ns_per_element},
-            {d: mix(a.exp_ns_per_element[d], b.exp_ns_per_element[d]) for d in a.exp_ns_per_element},
-            mix(a.dispatch_us, b.dispatch_us), mix(a.call_us, b.call_us),
-            {d: mix(a.narrow_write_ns_per_element[d], b.narrow_write_ns_per_element[d]) for d in a.narrow_write_ns_per_element},
-            {d: mix(a.outer_exp_ns_per_element[d], b.outer_exp_ns_per_element[d]) for d in a.outer_exp_ns_per_element},
-            mix(a.in_output_row_ns, b.in_output_row_ns),
-        )
+
+        def mix(p, q):  # a constant, or one per dtype or working-set size
+            return {k: mix(p[k], q[k]) for k in p} if isinstance(p, dict) else p + (q - p) * w
+
+        return Threads(**{f.name: mix(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(Threads)})
 
     def memory_ns_per_byte(self, threads: int, footprint: int) -> tuple[float, float]:
         """(read, write) cost per byte for a working set of `footprint` bytes: the 8 MiB probe's up to
