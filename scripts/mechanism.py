@@ -8,7 +8,7 @@
 
     .venv/bin/python scripts/mechanism.py [--layers N] [--seq N] [--repeat N] [--smoke]
 
-Prints the table of docs/results/mechanism.md (--smoke: hidden 64, seq 16, one round).
+Prints the table of docs/results/mechanism.md (--smoke: hidden 64, vocabulary 1000, seq 16, one round).
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=9)
-    ap.add_argument("--smoke", action="store_true", help="hidden 64, seq 16, one round")
+    ap.add_argument("--smoke", action="store_true", help="hidden 64, vocabulary 1000, seq 16, one round")
     a = ap.parse_args()
-    small = dict(hidden_size=64, num_attention_heads=2, intermediate_size=128, layers=1, seq=16, repeat=1) if a.smoke else {}
+    small = dict(hidden_size=64, num_attention_heads=2, intermediate_size=128, vocab_size=1000, layers=1, seq=16, repeat=1) if a.smoke else {}
     a.layers, a.seq, a.repeat = small.pop("layers", a.layers), small.pop("seq", a.seq), small.pop("repeat", a.repeat)
     torch.manual_seed(0)
     cfg = transformers.BertConfig(num_hidden_layers=a.layers, attn_implementation="eager", **small)
     model = transformers.BertModel(cfg).eval()
-    ids = torch.randint(0, 30000, (1, a.seq))
+    ids = torch.randint(0, cfg.vocab_size, (1, a.seq))
     mask = torch.ones(1, a.seq, dtype=torch.int64)
     mask[0, -a.seq // 8:] = 0
     args = (ids, mask)

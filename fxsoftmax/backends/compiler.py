@@ -1,13 +1,16 @@
-"""Running iree-compile on MLIR text, with IREE's diagnostics turned into clear errors; a process-wide
-cache of compiles; and which chips this IREE accepts."""
+"""Running iree-compile on MLIR text, with IREE's diagnostics turned into clear errors; a cache of compiles
+(in the process, and on disk in $FXSOFTMAX_COMPILE_CACHE when set); and which chips this IREE accepts."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+import platform
 import subprocess
 import tempfile
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -79,19 +82,69 @@ def iree_compile(mlir: str, compile_flags: Sequence[str], *, what: str = "the mo
 
 _COMPILED: OrderedDict[str, CompileResult] = OrderedDict()
 COMPILE_CACHE_ENTRIES = 32  # the most recent compiles kept in this process
+DISK_CACHE_ENV = "FXSOFTMAX_COMPILE_CACHE"  # a folder: compiles kept across processes (none when unset)
 
 
 def compile_cached(mlir: str, compile_flags: Sequence[str], *, what: str, phases: Sequence[str] = ()) -> CompileResult:
-    """iree-compile, memoized in this process on (MLIR text, flags, phases kept); least recently used
-    entries beyond COMPILE_CACHE_ENTRIES are dropped."""
-    key = hashlib.sha256("\0".join([mlir, *compile_flags, "|", *phases]).encode()).hexdigest()
+    """iree-compile, memoized on (this iree-compile and host, MLIR text, flags, phases kept): in this process,
+    least recently used entries beyond COMPILE_CACHE_ENTRIES dropped, and in $FXSOFTMAX_COMPILE_CACHE."""
+    key = hashlib.sha256("\0".join([_compiler_identity(), mlir, *compile_flags, "|", *phases]).encode()).hexdigest()
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
-    else:
-        _COMPILED[key] = iree_compile(mlir, compile_flags, what=what, phases=phases)
-        while len(_COMPILED) > COMPILE_CACHE_ENTRIES:
-            _COMPILED.popitem(last=False)
-    return _COMPILED[key]
+        return _COMPILED[key]
+    folder = os.environ.get(DISK_CACHE_ENV)
+    result = _read_entry(folder, key) if folder else None
+    if result is None:
+        result = iree_compile(mlir, compile_flags, what=what, phases=phases)
+        if folder:
+            _write_entry(folder, key, result)
+    _COMPILED[key] = result
+    while len(_COMPILED) > COMPILE_CACHE_ENTRIES:
+        _COMPILED.popitem(last=False)
+    return result
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_identity() -> str:
+    """What else decides iree-compile's output: the binary itself, and the CPU that `host` names."""
+    tool = find_tool("iree-compile")
+    st = os.stat(tool)
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = "".join(l for l in f.read().split("\n\n")[0].splitlines(True) if l.startswith(("model name", "flags")))
+    return f"{tool}:{st.st_size}:{st.st_mtime_ns}:{platform.machine()}:{cpu}"
+
+
+def _read_entry(folder: str, key: str) -> CompileResult | None:
+    """The entry stored under `key`, or None when there is none or it is incomplete."""
+    try:
+        with open(os.path.join(folder, key + ".json")) as f:
+            meta = json.load(f)
+        with open(os.path.join(folder, key + ".out"), "rb") as f:
+            output = f.read()
+    except (OSError, ValueError):
+        return None
+    if hashlib.sha256(output).hexdigest() != meta.get("output_sha256"):
+        return None
+    return CompileResult(output, meta["stderr"], meta["phases"])
+
+
+def _write_entry(folder: str, key: str, result: CompileResult) -> None:
+    """Store `result` under `key`; each file appears whole (written aside, then renamed), the output first."""
+    meta = {"output_sha256": hashlib.sha256(result.output).hexdigest(), "stderr": result.stderr, "phases": result.phases}
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for name, data in ((key + ".out", result.output), (key + ".json", json.dumps(meta).encode())):
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".partial-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, os.path.join(folder, name))
+    except OSError as e:  # a cache that cannot be written costs a compile later, not this export
+        warnings.warn(f"{DISK_CACHE_ENV}: could not store a compile in {folder}: {e}", stacklevel=3)
+        if tmp and os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # Chips worth trying when an arch is refused, to tell the user which ones this IREE accepts.

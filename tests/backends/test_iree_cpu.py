@@ -343,6 +343,39 @@ def test_artifact_summary_non_tensor_arguments_and_bounded_cache(monkeypatch):
     assert len(export_module._COMPILED) == 2
 
 
+def test_compiles_are_shared_through_the_disk_cache(tmp_path, monkeypatch):
+    """$FXSOFTMAX_COMPILE_CACHE: a process that finds a whole entry runs no iree-compile; a damaged one
+    is compiled again and replaced (iree-compile stamps the time, so the bytes differ); other flags are
+    another entry."""
+    from collections import OrderedDict
+
+    from fxsoftmax.backends import compiler
+
+    folder = tmp_path / "compiles"
+    monkeypatch.setenv(compiler.DISK_CACHE_ENV, str(folder))
+    runs = []
+    real = compiler.iree_compile
+    monkeypatch.setattr(compiler, "iree_compile", lambda *a, **k: runs.append(a) or real(*a, **k))
+    x = torch.randn(3, 11)
+
+    def export_afresh(**kw):  # as a new process would: nothing compiled in memory
+        monkeypatch.setattr(compiler, "_COMPILED", OrderedDict())
+        art = fxsoftmax.export(torch.nn.Softmax(-1), (x,), policy="split", **kw)
+        assert_close(art(x), torch.softmax(x, -1))
+        return art
+
+    first = export_afresh()
+    entries = sorted(p.name for p in folder.iterdir())
+    assert len(runs) == 1 and [n.rsplit(".", 1)[1] for n in entries] == ["json", "out"]
+    assert export_afresh().vmfb == first.vmfb and len(runs) == 1
+    out = next(folder.glob("*.out"))
+    out.write_bytes(out.read_bytes()[:100])
+    again = export_afresh()
+    assert len(runs) == 2 and export_afresh().vmfb == again.vmfb and len(runs) == 2
+    export_afresh(extra_flags=["--iree-opt-level=O1"])
+    assert len(runs) == 3 and len(list(folder.glob("*.out"))) == 2 and not list(folder.glob(".partial-*"))
+
+
 def test_cumsum_over_a_dynamic_dim_next_to_int32_is_refused_and_others_run():
     """IREE 3.9 dies (SIGBUS) on RoBERTa's position-id cumsum with a dynamic sequence: export refuses that
     shape of it; the same cumsum without the int32 truncation runs, its int64 result read back right."""
