@@ -28,7 +28,7 @@ from typing import Sequence
 from ..backends import flags
 from ..backends.compiler import iree_compile
 from ..backends.runtime import IreeRunner, physical_cores
-from ..backends.targets import Target
+from ..backends.targets import Target, host_cpu_flags, host_cpu_model
 from . import probes
 from .probes import DTYPES, IN_OUTPUT_SHAPE, IN_OUTPUT_SHORT_ROWS, MID, REPEATS, ROW, ROWS, STREAM, TINY
 
@@ -106,35 +106,18 @@ class Constants:
 
 def has_bf16() -> bool:
     """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX-BF16); without them bf16 is emulated."""
-    flags = cpu_flags()
+    flags = host_cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def describe() -> dict:
     """CPU model, cores, ISA flags that matter here, versions."""
-    model = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
-    except OSError:
-        pass
     import torch
 
-    interesting = sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx", "sse4")) or "bf16" in f)
+    interesting = sorted(f for f in host_cpu_flags() if f.startswith(("avx", "fma", "amx", "sse4")) or "bf16" in f)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
     return {
-        "cpu": model,
+        "cpu": host_cpu_model(),
         "cores": os.cpu_count(),
         "isa": interesting,
         "bf16_instructions": has_bf16(),
@@ -148,7 +131,7 @@ def describe() -> dict:
 
 def machine_key() -> str:
     """CPU model, ISA flags, core count and IREE version: what the constants depend on."""
-    text = json.dumps([describe()["cpu"], sorted(cpu_flags()), physical_cores(), version("iree-base-compiler"), probes.VERSION])
+    text = json.dumps([describe()["cpu"], sorted(host_cpu_flags()), physical_cores(), version("iree-base-compiler"), probes.VERSION])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -282,7 +265,7 @@ def measure() -> Constants:
         if not tried[-1][0]:
             break
     by_threads = min(tried, key=lambda t: t[0])[1]
-    isa = cpu_flags()
+    isa = host_cpu_flags()
     lanes = 16 if "avx512f" in isa else 8 if "avx2" in isa else 4
     return Constants(describe()["cpu"], cores, _l2_bytes(), lanes, by_threads, round(time.perf_counter() - start, 2),
                      round(meter.share(), 3), check(by_threads, cores))

@@ -18,7 +18,7 @@ from typing import Sequence
 from iree.compiler.tools.binaries import find_tool
 
 from . import flags
-from .targets import Target
+from .targets import Target, host_cpu_flags, host_cpu_model
 
 
 class IreeCompileError(RuntimeError):
@@ -109,11 +109,7 @@ def _compiler_identity() -> str:
     """What else decides iree-compile's output: the binary itself, and the CPU that `host` names."""
     tool = find_tool("iree-compile")
     st = os.stat(tool)
-    cpu = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = "".join(l for l in f.read().split("\n\n")[0].splitlines(True) if l.startswith(("model name", "flags")))
-    return f"{tool}:{st.st_size}:{st.st_mtime_ns}:{platform.machine()}:{cpu}"
+    return f"{tool}:{st.st_size}:{st.st_mtime_ns}:{platform.machine()}:{host_cpu_model()}:{sorted(host_cpu_flags())}"
 
 
 def _read_entry(folder: str, key: str) -> CompileResult | None:

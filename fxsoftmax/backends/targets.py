@@ -1,7 +1,9 @@
-"""IREE targets: the devices fxsoftmax compiles for, their default chips, and the runtime driver of each."""
+"""IREE targets: the devices fxsoftmax compiles for, their default chips, the runtime driver of each, and the
+host CPU that the chip `host` names."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 DEVICES = ("cpu", "cuda", "hip", "vulkan")
@@ -39,3 +41,23 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.device}:{self.chip}"
+
+
+@functools.lru_cache(maxsize=None)
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            first = f.read().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in first.splitlines())}
+
+
+def host_cpu_model() -> str:
+    return _cpuinfo_fields().get("model name", "?")
+
+
+def host_cpu_flags() -> set[str]:
+    """The host CPU's ISA flags (avx512f, avx512_bf16, ...)."""
+    return set(_cpuinfo_fields().get("flags", "").split())
