@@ -19,7 +19,7 @@ from .core.policy import DEFAULT_POLICY, Overrides, PolicyLike
 
 def chooser_for(options: Options) -> AutoChooser:
     """The `auto` chooser for these options' device kind and threads."""
-    return AutoChooser(options.target.kind, options.threads)
+    return AutoChooser(options.target.kind, options.threads, device=options.device)
 
 
 def decompose_softmax(
@@ -60,8 +60,9 @@ def export(
 
     `device` is one of cpu, cuda, hip, vulkan (`arch` picks the chip, e.g. sm_80, gfx942). `dynamic_shapes`
     is passed to torch.export (use torch.export.Dim) so one module serves several sizes. `attention` places
-    scaled_dot_product_attention: "auto" decomposes it on CPU (its softmax becomes a site) and keeps IREE's
-    attention kernel on GPU; "keep" and "decompose" force either. `threads` (default: all cores) is what the
+    scaled_dot_product_attention: "auto" decomposes it on CPU (its softmax becomes a site), on cuda for prefill
+    (IREE's kernel kept for a decode step), and keeps IREE's attention kernel on hip and Vulkan; "keep" and
+    "decompose" force either. `threads` (default: all cores) is what the
     `auto` policy assumes the module will run with. Parameters over `external_params_above` bytes in all
     stay outside the MLIR (an IREE parameter archive, scope "model").
     """

@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--dynamic-dim", action="append", default=[], metavar="DIM",
                    help="keep this axis of every input symbolic: an index, or batch (=0) / seq (=1); repeatable")
     e.add_argument("--attention", default="auto", choices=ATTENTION,
-                   help="where scaled_dot_product_attention goes: auto (default: decomposed on cpu, IREE's kernel on gpu), "
+                   help="where scaled_dot_product_attention goes: auto (default: decomposed on cpu; on cuda decomposed for prefill, "
+                        "IREE's kernel for a decode step; IREE's kernel on hip and vulkan), "
                         "keep (IREE's attention kernel) or decompose (matmuls and a softmax site)")
     e.add_argument("--hf-attention", default="sdpa", choices=["eager", "sdpa"],
                    help="Hugging Face attn_implementation of built-in models and checkpoints (default sdpa, transformers' own)")

@@ -253,12 +253,20 @@ def fused_is_a_cpu_candidate(innermost: bool) -> bool:
 # alone, 12 heads of 64, took 6-16x the time of the same attention decomposed into two matmuls and a softmax
 # for 64 to 1024 tokens (f32 and bf16), and 1.3-2.7x for a decode step over a cache of 512 to 4096 (IREE 3.9,
 # AMD EPYC Zen 4, 2 cores; `fxsoftmax bench --attention`, docs/results/attention/attention.md). A BERT-base-width
-# model with SDPA took 3.5x as long kept. Decomposed, the softmax is a site the policy plans. Nobody has
-# measured a GPU yet: there IREE's attention kernel is the one built for it. Decision: `attention="auto"`
-# (the default) decomposes on CPU and keeps IREE's kernel on GPU.
-def attention_placement(device_kind: str) -> tuple[str, str]:
-    """("decompose" or "keep", why) for scaled_dot_product_attention on a device kind ("cpu" or "gpu")."""
-    if device_kind == "cpu":
+# model with SDPA took 3.5x as long kept. Decomposed, the softmax is a site the policy plans.
+# On an NVIDIA H200 (cuda sm_80, IREE 3.13, one run; docs/results/gpu-h200/results.md) the kernel took 1.4-4x
+# the time of the best decomposed plan for every prefill measured (512 and 2048 tokens, f32 and f16, causal),
+# and 0.76x for a decode step (one query position over 4096 keys, f16). IREE 3.9 cannot compile the kernel for
+# cuda at all. Nobody has measured hip or Vulkan. Decision: `attention="auto"` (the default) decomposes on CPU;
+# on cuda it decomposes where the query holds more than one position and keeps the kernel for a decode step;
+# on hip and Vulkan it keeps the kernel.
+def attention_placement(device: str) -> tuple[str, str]:
+    """(an attention mode of fxsoftmax.passes.attention, why) for scaled_dot_product_attention on a device."""
+    if device == "cpu":
         return "decompose", ("attention='auto' on cpu: decomposed into matmuls and a softmax site (IREE's CPU attention "
                              "kernel measured 6-16x slower for 64-1024 tokens)")
-    return "keep", "attention='auto' on gpu: IREE's attention kernel kept (no GPU measurement says otherwise yet)"
+    if device == "cuda":
+        return "decompose-prefill", ("attention='auto' on cuda: decomposed into matmuls and a softmax site where the query "
+                                     "holds more than one position (IREE's kernel measured 1.4-4x slower for prefill on an "
+                                     "H200), IREE's kernel kept for a decode step (measured 1.3x faster)")
+    return "keep", f"attention='auto' on {device}: IREE's attention kernel kept (no measurement on {device} says otherwise yet)"

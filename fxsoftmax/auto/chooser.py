@@ -6,11 +6,14 @@ machine, the best preset of the nearest calibrated case decides instead (log-dis
 length). The calibration shipped with the package (another machine) is the fallback when the constants
 cannot be measured.
 
-GPU: nobody has calibrated on a GPU yet, so a rule from the founding discussion (IREE #17469): a GPU
-recomputes exp rather than store it, and one kernel beats several ("the cost of the additional kernel
-often outweighs the cost of computing the elementwise part twice"): `fused`, IREE's one-dispatch remat.
-For reductions over a non-innermost dim `remat` instead, whose dispatches compute correctly on every
-Vulkan device measured here, where IREE's fused softmax does not.
+GPU: a rule. From the founding discussion (IREE #17469): a GPU recomputes exp rather than store it, and
+one kernel beats several ("the cost of the additional kernel often outweighs the cost of computing the
+elementwise part twice"): `fused`, IREE's one-dispatch remat. For reductions over a non-innermost dim
+`remat` instead, whose dispatches compute correctly on every Vulkan device measured here, where IREE's
+fused softmax does not, and which was the fastest plan that compiles there on an H200. On cuda, rows of
+SPLIT_ROWS elements get `split`: on an H200 (IREE 3.9 and 3.13, one run each, docs/results/gpu-h200) it
+took 0.30-0.99x `fused`'s time on rows of 512 to 4096, in attention and alone, in 11 of 12 cases (the
+twelfth 1.004x), while `fused` took 0.78-0.82x `split`'s on rows of 16384. Nobody has measured hip or Vulkan.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ USER = os.environ.get("FXSOFTMAX_CALIBRATION") or os.path.join(
 # candidates for innermost dims (quirks.fused_is_a_cpu_candidate) and, from a calibration, where it
 # measured fused's stack within IREE's limit.
 STACK_LIMIT = 32768
+SPLIT_ROWS = range(512, 4097)  # innermost row lengths that get `split` on cuda
 
 
 def calibration_path() -> str:
@@ -54,12 +58,14 @@ def load_calibration(path: str | None = None) -> dict[str, Any]:
 
 @dataclass
 class AutoChooser:
-    """Callable(site) -> (Plan, reason). `kind` is "cpu" or "gpu"; `threads` defaults to all cores."""
+    """Callable(site) -> (Plan, reason). `kind` is "cpu" or "gpu"; `threads` defaults to all cores; `device`
+    names the GPU's runtime ("cuda", "hip", "vulkan") where its measured rule applies."""
 
     kind: str = "cpu"
     threads: int | None = None
     calibration: dict[str, Any] | None = None  # given: the nearest calibrated case decides
     constants: machine.Constants | None = None  # given: the cost model uses these
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("cpu", "gpu"):
@@ -70,9 +76,7 @@ class AutoChooser:
         shape, dim = tuple(site.shape or ()), site.dim
         last = dim == len(shape) - 1
         if self.kind == "gpu":
-            name = "fused" if last else "remat"
-            why = "GPU rule: one kernel, exp recomputed" if last else "GPU rule: non-innermost reduction -> remat"
-            return parse_policy(name), f"auto: {why}"
+            return self.gpu_rule(shape[dim] if shape else None, last)
         dtypes = {dtype_name(getattr(site, a, site.compute_dtype)) for a in ("x_dtype", "in_dtype", "compute_dtype", "out_dtype")}
         in_output = in_output_applies(last, dtypes)
         if not shape or any(not isinstance(d, int) for d in shape):
@@ -84,6 +88,14 @@ class AutoChooser:
             return parse_policy("split"), "auto: empty tensor, nothing to compute -> split"
         in_dtype = dtype_name(getattr(site, "in_dtype", site.compute_dtype))
         return self.choose(math.prod(shape) // row, row, last, in_dtype, in_output=in_output)
+
+    def gpu_rule(self, row: Any, last: bool) -> tuple[Plan, str]:
+        """The GPU's plan for a softmax over rows of `row` elements (an int, or a symbolic size)."""
+        if not last:
+            return parse_policy("remat"), "auto: GPU rule: non-innermost reduction -> remat"
+        if self.device == "cuda" and isinstance(row, int) and row in SPLIT_ROWS:
+            return parse_policy("split"), f"auto: cuda rule: rows of {SPLIT_ROWS.start}-{SPLIT_ROWS.stop - 1} -> split (measured faster than fused on an H200)"
+        return parse_policy("fused"), "auto: GPU rule: one kernel, exp recomputed"
 
     def choose(self, rows: int, row: int, last: bool, dtype: str = "float32", in_output: bool = True) -> tuple[Plan, str]:
         """The plan for a [rows, row] softmax over the last dim (or another): by the cost model, or by

@@ -106,8 +106,8 @@ class Constants:
 
 def has_bf16() -> bool:
     """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX-BF16); without them bf16 is emulated."""
-    flags = host_cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    isa = host_cpu_flags()
+    return "avx512_bf16" in isa or "amx_bf16" in isa
 
 
 def describe() -> dict:
@@ -131,7 +131,7 @@ def describe() -> dict:
 
 def machine_key() -> str:
     """CPU model, ISA flags, core count and IREE version: what the constants depend on."""
-    text = json.dumps([describe()["cpu"], sorted(host_cpu_flags()), physical_cores(), version("iree-base-compiler"), probes.VERSION])
+    text = json.dumps([host_cpu_model(), sorted(host_cpu_flags()), physical_cores(), version("iree-base-compiler"), probes.VERSION])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -267,7 +267,7 @@ def measure() -> Constants:
     by_threads = min(tried, key=lambda t: t[0])[1]
     isa = host_cpu_flags()
     lanes = 16 if "avx512f" in isa else 8 if "avx2" in isa else 4
-    return Constants(describe()["cpu"], cores, _l2_bytes(), lanes, by_threads, round(time.perf_counter() - start, 2),
+    return Constants(host_cpu_model(), cores, _l2_bytes(), lanes, by_threads, round(time.perf_counter() - start, 2),
                      round(meter.share(), 3), check(by_threads, cores))
 
 

@@ -20,6 +20,8 @@ from iree.compiler.tools.binaries import find_tool
 from . import flags
 from .targets import Target, host_cpu_flags, host_cpu_model
 
+_CRASH_MARKS = ("include the crash backtrace", "PLEASE submit a bug report", "Stack dump:")  # IREE's and LLVM's crash handlers
+
 
 class IreeCompileError(RuntimeError):
     """iree-compile rejected a module, or crashed; the message starts with IREE's first diagnostic lines."""
@@ -28,7 +30,7 @@ class IreeCompileError(RuntimeError):
         self.stderr, self.returncode, self.mlir, self.compile_flags = stderr, returncode, mlir, list(compile_flags)
         lines = [l for l in stderr.splitlines() if l.strip()]
         first = [l for l in lines if "error" in l.lower()][:3] or lines[:3]
-        how = f"crashed (signal {-returncode})" if self.crashed else "could not compile"
+        how = f"crashed (signal {self.signal})" if self.signal else "crashed" if self.crashed else "could not compile"
         super().__init__(f"IREE {how} {what}:\n  " + "\n  ".join(first))
 
     @functools.cached_property
@@ -48,9 +50,17 @@ class IreeCompileError(RuntimeError):
         return self.import_failure is not None
 
     @property
+    def signal(self) -> int | None:
+        """The signal that ended iree-compile: from its return code, or from a shell's 128 + signal when
+        $IREE_TOOL_PATH names a wrapper script."""
+        if self.returncode < 0:
+            return -self.returncode
+        return self.returncode - 128 if self.returncode > 128 else None
+
+    @property
     def crashed(self) -> bool:
-        """iree-compile died (a signal, or LLVM's crash handler), rather than refusing the module."""
-        return self.returncode < 0 or "PLEASE submit a bug report" in self.stderr or "Stack dump:" in self.stderr
+        """iree-compile died (a signal, or IREE's or LLVM's crash handler), rather than refusing the module."""
+        return self.signal is not None or any(mark in self.stderr for mark in _CRASH_MARKS)
 
 
 @dataclass

@@ -27,7 +27,7 @@ OPTIONS = {
     "overrides": "{pattern: policy} or callable(site) -> policy|None",
     "device": "cpu | cuda | hip | vulkan (default cpu)",
     "arch": "target chip, e.g. sm_80, gfx942 (default per device)",
-    "attention": "auto | keep | decompose (default auto: decompose on cpu, keep on gpu)",
+    "attention": "auto | keep | decompose (default auto: decompose on cpu, and on cuda for prefill; keep otherwise)",
     "fallback": "None | 'eager': run a graph IREE cannot compile in eager instead (default None)",
     "extra_flags": "extra iree-compile flags",
     "threads": "threads the `auto` policy assumes (default: all cores)",

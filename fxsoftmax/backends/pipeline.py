@@ -5,6 +5,7 @@ and the zoo all call `build`."""
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -13,7 +14,7 @@ import torch
 from .. import quirks
 from ..core.policy import DEFAULT_POLICY, IN_OUTPUT, Overrides, Plan, PolicyLike, PolicyMap
 from ..passes import decompose_softmax
-from ..passes.attention import attention_decompositions, fold_sdpa_scale, kept_attention
+from ..passes.attention import attention_decompositions, fold_sdpa_scale, kept_attention, may_keep
 from ..passes.checks import refusal
 from . import entry, flags, gaps
 from .artifact import Artifact, Signature
@@ -56,10 +57,10 @@ class Options:
         return Target(self.device, self.arch)
 
     def attention_placement(self) -> tuple[str, str]:
-        """("keep" or "decompose", why) for this device."""
+        """(an attention mode of fxsoftmax.passes.attention, why) for this device."""
         if self.attention != "auto":
             return self.attention, f"attention={self.attention!r}"
-        return quirks.attention_placement(self.target.kind)
+        return quirks.attention_placement(self.device)
 
 
 @dataclass
@@ -74,7 +75,7 @@ class _Run:
 
 
 def _fold_scale_of_kept_attention(ep: torch.export.ExportedProgram, run: _Run) -> None:
-    if run.attention[0] == "keep":
+    if may_keep(run.attention[0]):
         fold_sdpa_scale(ep.graph_module)
 
 
@@ -127,9 +128,9 @@ def export_program(model: torch.nn.Module, args: Sequence[Any], kwargs: Mapping[
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"export expects a torch.nn.Module, got {type(model).__name__}")
     with torch.no_grad():
-        ep = torch.export.export(model, tuple(args), dict(kwargs or {}), dynamic_shapes=dynamic_shapes)
+        ep = _torch_export(model, args, kwargs, dynamic_shapes)
         if _buffers_seen_as_constants(ep):
-            ep = torch.export.export(model, tuple(args), dict(kwargs or {}), dynamic_shapes=dynamic_shapes, strict=True)
+            ep = _torch_export(model, args, kwargs, dynamic_shapes, strict=True)
     table = decompositions.current_aot_decompositions()
     table.update(gaps.decompositions(decompose))
     table.update(attention_decompositions(attention))
@@ -160,7 +161,7 @@ def build(model: torch.nn.Module, args: Sequence[Any] = (), kwargs: Mapping[str,
             more = gaps.importer_gaps(e, ep) - gaps.LEARNED
             if more:
                 gaps.LEARNED.update(more)  # later exports in this process decompose them up front
-            elif options.attention == "auto" and placement[0] == "keep" and kept_attention(ep.graph_module):
+            elif options.attention == "auto" and may_keep(placement[0]) and kept_attention(ep.graph_module):
                 first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
                 placement = ("decompose", f"attention='auto': IREE could not compile its attention kernel for "
                                           f"{options.target} ({first[:160]}); decomposed into matmuls and a softmax site instead")
@@ -176,6 +177,23 @@ def _constants(ep: torch.export.ExportedProgram) -> list[Any] | None:
     if example is None:
         return None
     return [a for a in pytree.tree_leaves(example) if not isinstance(a, torch.Tensor)]
+
+
+def _torch_export(model: torch.nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any] | None, dynamic_shapes: Any,
+                  strict: bool = False) -> torch.export.ExportedProgram:
+    """torch.export.export; an output it cannot flatten into tensors (a Hugging Face KV cache) is refused
+    with what to do instead."""
+    try:
+        return torch.export.export(model, tuple(args), dict(kwargs or {}), dynamic_shapes=dynamic_shapes, strict=strict)
+    except RuntimeError as e:
+        found = re.search(r"Found <class '([\w.]+)'> in output, which is not a known type", str(e))
+        if not found:
+            raise
+        raise ValueError(
+            f"{type(model).__name__} returns a {found.group(1)}, which torch.export cannot flatten into tensors; "
+            "accepted: outputs of tensors, tuples, lists, dicts and Hugging Face ModelOutputs. For a Hugging Face model "
+            "returning its KV cache, export it without: model.config.use_cache = False, or kwargs={'use_cache': False} "
+            "(a decode step over a static cache: docs/usage.md)") from None
 
 
 def _buffers_seen_as_constants(ep: torch.export.ExportedProgram) -> bool:

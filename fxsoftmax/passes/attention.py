@@ -16,7 +16,6 @@ ATTENTION_OPS = {
     aten.scaled_dot_product_attention.default: "aten.scaled_dot_product_attention",
     aten._scaled_dot_product_flash_attention_for_cpu.default: "aten._scaled_dot_product_flash_attention_for_cpu",
 }
-ATTENTION_MODES = ("keep", "decompose")
 KEPT_REASON = "fused attention left to IREE's attention kernel (attention='decompose' rewrites its softmax)"
 
 
@@ -45,11 +44,29 @@ def sdpa_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
     return out.reshape(*batch, heads, length, value.size(-1))
 
 
+def _sdpa_math_unless_decode(query, key, value, *args, **kwargs):
+    """sdpa_math, except for a query of one position (a decode step), which stays one attention op."""
+    if isinstance(query.shape[-2], int) and query.shape[-2] == 1:
+        return NotImplemented
+    return sdpa_math(query, key, value, *args, **kwargs)
+
+
+# Each attention mode's decomposition of scaled_dot_product_attention ("keep": none, IREE's attention kernel);
+# "decompose-prefill" decomposes where the query holds more than one position, and keeps a decode step's.
+_DECOMPOSITION_OF = {"keep": None, "decompose": sdpa_math, "decompose-prefill": _sdpa_math_unless_decode}
+
+
+def may_keep(mode: str) -> bool:
+    """Whether `mode` leaves any scaled_dot_product_attention to IREE's attention kernel."""
+    return _DECOMPOSITION_OF[mode] is not sdpa_math
+
+
 def attention_decompositions(mode: str) -> dict:
     """Decomposition-table entries for `mode` ("keep" leaves IREE its attention kernel)."""
-    if mode not in ATTENTION_MODES:
-        raise ValueError(f"unknown attention mode {mode!r}; accepted: {', '.join(ATTENTION_MODES)}")
-    return {aten.scaled_dot_product_attention.default: sdpa_math} if mode == "decompose" else {}
+    if mode not in _DECOMPOSITION_OF:
+        raise ValueError(f"unknown attention mode {mode!r}; accepted: {', '.join(_DECOMPOSITION_OF)}")
+    decomposition = _DECOMPOSITION_OF[mode]
+    return {aten.scaled_dot_product_attention.default: decomposition} if decomposition else {}
 
 
 def fold_sdpa_scale(gm: fx.GraphModule) -> int:

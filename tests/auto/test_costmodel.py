@@ -63,11 +63,12 @@ def test_fused_is_a_candidate_only_with_a_measured_stack_within_the_limit():
     assert AutoChooser("cpu", 2, cal).choose(4096, 16384, True)[0].label == "split"
 
 
-def test_gpu_rule_and_dynamic_shapes():
-    class Site:
-        def __init__(self, shape, dim, dtype=torch.float32):
-            self.shape, self.dim, self.compute_dtype = shape, dim, dtype
+class Site:
+    def __init__(self, shape, dim, dtype=torch.float32):
+        self.shape, self.dim, self.compute_dtype = shape, dim, dtype
 
+
+def test_gpu_rule_and_dynamic_shapes():
     gpu = AutoChooser("gpu", 1)
     assert gpu(Site((8, 128), 1))[0].label == "fused"
     assert gpu(Site((8, 128), 0))[0].label == "remat"
@@ -76,6 +77,17 @@ def test_gpu_rule_and_dynamic_shapes():
     assert AutoChooser("cpu", 2, CALIBRATION)(Site((8, "s0"), 1, torch.bfloat16))[0].label == "inplace"
     assert AutoChooser("cpu", 2, CALIBRATION)(Site((8, "s0"), 1, torch.float64))[0].label == "remat"  # inplace: no float64
     assert AutoChooser("cpu", 2, CALIBRATION)(Site(("s0", 8), 0))[0].label == "remat"  # inplace: innermost only
+
+
+def test_cuda_rule_gives_split_to_the_rows_it_was_measured_faster_on():
+    """On cuda `split` for innermost rows of 512 to 4096 (an H200, docs/results/gpu-h200), else the GPU rule;
+    hip keeps the rule."""
+    cuda, hip = AutoChooser("gpu", 1, device="cuda"), AutoChooser("gpu", 1, device="hip")
+    assert [cuda(Site((12 * 512, n), 1))[0].label for n in (128, 511, 512, 4096, 4097, 16384)] == \
+        ["fused", "fused", "split", "split", "fused", "fused"]
+    assert "cuda rule" in cuda(Site((12, 512, 512), 2))[1]
+    assert cuda(Site((8, "s0"), 1))[0].label == "fused" and cuda(Site((1024, 4096), 0))[0].label == "remat"
+    assert hip(Site((12 * 512, 512), 1))[0].label == "fused"
 
 
 def test_auto_in_the_pass_reports_its_reason():

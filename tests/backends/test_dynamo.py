@@ -227,21 +227,50 @@ def test_whisper_encoder_after_another_model():
     assert (got.last_hidden_state - want.last_hidden_state).abs().max().item() <= 1e-4
 
 
+def _view_transpose_matmul():
+    """The smallest program that crashes IREE 3.9 on a dynamic view, and the CPU flags it is compiled with."""
+    from fxsoftmax.backends import flags
+    from fxsoftmax.backends.targets import Target
+
+    return (Path(__file__).parent.parent / "data" / "view_transpose_matmul.mlir").read_text(), flags.target_flags(Target("cpu"))
+
+
 @pytest.mark.iree
 def test_the_smallest_program_that_crashes_iree_on_a_dynamic_view():
     """The evidence for quirks.DYNAMIC_VIEW_TRANSPOSE_MATMUL_FIXED_IN: IREE 3.9 crashes on it, later IREE compiles it."""
-    from fxsoftmax.backends import flags
     from fxsoftmax.backends.compiler import IreeCompileError, iree_compile
-    from fxsoftmax.backends.targets import Target
 
-    mlir = (Path(__file__).parent.parent / "data" / "view_transpose_matmul.mlir").read_text()
-    cpu = flags.target_flags(Target("cpu"))
+    mlir, cpu = _view_transpose_matmul()
     if quirks.needed(quirks.DYNAMIC_VIEW_TRANSPOSE_MATMUL_FIXED_IN):
         with pytest.raises(IreeCompileError) as e:
             iree_compile(mlir, cpu)
-        assert e.value.crashed
+        assert e.value.crashed and f"crashed (signal {e.value.signal})" in str(e.value)
     else:
         assert iree_compile(mlir, cpu).output
+
+
+@pytest.mark.iree
+def test_a_crash_under_a_wrapper_script_is_named_with_its_signal(tmp_path, monkeypatch):
+    """$IREE_TOOL_PATH may name a wrapper script around iree-compile: the shell then returns 128 + the signal that
+    ended iree-compile, and the error still names the crash and the signal (on IREE 3.9; later IREE compiles the
+    program through the wrapper)."""
+    from iree.compiler.tools.binaries import find_tool
+
+    from fxsoftmax.backends.compiler import IreeCompileError, iree_compile
+
+    mlir, cpu = _view_transpose_matmul()
+    wrapper = tmp_path / "iree-compile"
+    wrapper.write_text(f'#!/bin/sh\ntouch "{tmp_path}/used"\n"{find_tool("iree-compile")}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("IREE_TOOL_PATH", str(tmp_path))
+    if quirks.needed(quirks.DYNAMIC_VIEW_TRANSPOSE_MATMUL_FIXED_IN):
+        with pytest.raises(IreeCompileError) as e:
+            iree_compile(mlir, cpu)
+        assert e.value.returncode > 128 and e.value.signal == e.value.returncode - 128
+        assert e.value.crashed and f"crashed (signal {e.value.signal})" in str(e.value)
+    else:
+        assert iree_compile(mlir, cpu).output
+    assert (tmp_path / "used").exists()
 
 
 def test_places_in_dynamo_graph_code_are_named_by_their_model_lines():

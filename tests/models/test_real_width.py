@@ -1,5 +1,6 @@
 """Real widths, called the way users call models: a BERT-base-width encoder layer (hidden 768) and a
-LLaMA-width decoder layer (hidden 2048) under every preset and `auto`, on the real IREE CPU runtime."""
+LLaMA-width decoder layer (hidden 2048), every preset on one of them and `auto` on both, on the real IREE CPU
+runtime."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from helpers import PRESETS
 
 transformers = pytest.importorskip("transformers")
 pytestmark = [pytest.mark.slow, pytest.mark.iree]
-POLICIES = ("fused", *PRESETS, "inplace", "auto")
+ENCODER_POLICIES = ("fused", "split", "split-sum", "inplace", "auto")  # with a padding mask
+DECODER_POLICIES = ("remat", "per-step", "online", "auto")  # with input ids alone
+assert {*ENCODER_POLICIES, *DECODER_POLICIES} == {"fused", *PRESETS, "inplace", "auto"}
 
 
 class Encoder(torch.nn.Module):
@@ -65,7 +68,7 @@ def _check_plan(art):
     return report
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", ENCODER_POLICIES)
 def test_bert_base_width_layer_with_padding_mask(encoder, policy):
     ids = torch.randint(0, 30000, (1, 128), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(1, 128, dtype=torch.int64)
@@ -87,7 +90,7 @@ def test_bert_base_width_input_ids_alone_dynamic_sequence(encoder, policy):
             assert (art(ids) - encoder(ids)).abs().max().item() <= 1e-4, (policy, n)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", DECODER_POLICIES)
 def test_llama_width_layer_input_ids_alone(decoder, policy):
     """Called with input ids alone, transformers' mask code emits aten.diff, which IREE 3.9's importer
     cannot lower: export decomposes it with PyTorch's own decomposition and goes on."""
@@ -140,6 +143,36 @@ def test_default_mixtral_width_1024_dynamic_sequence():
     art = fxsoftmax.export(model, (torch.randint(0, 1000, (1, 64)),), dynamic_shapes=({1: seq},))
     assert [s.status for s in art.sites] == ["rewritten", "rewritten"]  # attention and the router
     for n in (9, 100):
+        ids = torch.randint(0, 1000, (1, n))
+        with torch.no_grad():
+            assert (art(ids).logits - model(ids).logits).abs().max().item() <= 1e-4, n
+
+
+def _default_llama_width():
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=2048, intermediate_size=2816, num_hidden_layers=1, num_attention_heads=32,
+                                   num_key_value_heads=4, vocab_size=1000)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def test_default_llama_width_returns_its_cache_refused_with_the_way_out():
+    """A decoder built with transformers' defaults returns its KV cache (a DynamicCache), which torch.export cannot
+    flatten: a ValueError says so and what to do."""
+    model = _default_llama_width()
+    assert model.config.use_cache
+    with pytest.raises(ValueError, match=r"returns a transformers\.cache_utils\.DynamicCache.*model\.config\.use_cache = False"):
+        fxsoftmax.export(model, (torch.randint(0, 1000, (1, 16)),))
+
+
+def test_default_llama_width_without_its_cache_dynamic_sequence():
+    """Done as the refusal above says (use_cache off), the default decoder exports with input ids alone over a
+    dynamic sequence and matches eager."""
+    model = _default_llama_width()
+    model.config.use_cache = False
+    seq = torch.export.Dim("seq", min=2, max=512)
+    art = fxsoftmax.export(model, (torch.randint(0, 1000, (1, 64)),), dynamic_shapes=({1: seq},))
+    assert [s.status for s in art.sites] == ["rewritten"] and "decomposed" in art.attention
+    for n in (3, 100):
         ids = torch.randint(0, 1000, (1, n))
         with torch.no_grad():
             assert (art(ids).logits - model(ids).logits).abs().max().item() <= 1e-4, n

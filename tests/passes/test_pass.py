@@ -276,3 +276,29 @@ def test_zero_size_dims_rewrite_and_give_an_empty_result(preset):
         gm = aten_graph(lambda t: aten.softmax.int(t, dim), x)
         assert fxsoftmax.decompose_softmax(gm, preset).rewritten == 1
         assert gm(x).shape == torch.softmax(x, dim).shape
+
+
+@pytest.mark.parametrize("dynamic_query", [False, True])
+def test_attention_decomposed_for_prefill_and_kept_for_a_decode_step(dynamic_query):
+    """attention="auto" on cuda: an SDPA whose query holds one position (a decode step) stays one attention op;
+    the others (causal with scale=, GQA, a mask; static or dynamic query length) become matmuls and a
+    `_safe_softmax` that match eager."""
+    from fxsoftmax.passes.attention import attention_decompositions
+
+    class Attention(torch.nn.Module):
+        def forward(self, step, q, k, v, kv, mask):
+            return (F.scaled_dot_product_attention(step, k, v),
+                    F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3),
+                    F.scaled_dot_product_attention(q, kv, kv, enable_gqa=True),
+                    F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+    g = torch.Generator().manual_seed(0)
+    step, q, k, v, kv = (torch.randn(s, generator=g) for s in [(1, 4, 1, 8), (1, 4, 5, 8), (1, 4, 6, 8), (1, 4, 6, 8), (1, 2, 6, 8)])
+    args = (step, q, k, v, kv, torch.rand(1, 1, 1, 6, generator=g) > 0.3)
+    dynamic = (None, {2: torch.export.Dim("length", min=2, max=64)}, None, None, None, None) if dynamic_query else None
+    ep = torch.export.export(Attention(), args, dynamic_shapes=dynamic)
+    ep = ep.run_decompositions(attention_decompositions("decompose-prefill"))
+    assert count(ep.graph_module, aten.scaled_dot_product_attention.default) == 1
+    assert count(ep.graph_module, aten._safe_softmax.default) == 3
+    for got, want in zip(ep.module()(*args), Attention()(*args)):
+        assert_close(got, want)
