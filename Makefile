@@ -13,7 +13,7 @@ IREE_VENV := .venv-iree-$(IREE)
 
 WHEEL_VENV := build/wheel-venv
 
-.PHONY: install run test test-iree test-wheel lint clean
+.PHONY: install run test test-iree test-every-preset test-wheel lint clean
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ test: $(STAMP)
 test-iree: $(IREE_VENV)/.installed
 	$(IREE_VENV)/bin/python -m pytest -q -n 2 --dist worksteal -p no:cacheprovider -m "iree and not serial"
 	$(IREE_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "iree and serial"
+
+# The Hugging Face model tests with every preset in every test (`make test` runs `fused` and two presets in each).
+test-every-preset: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests/models/test_hf_models.py --every-preset
 
 # The package as a user installs it: a wheel, into a fresh environment that already holds torch, run from
 # outside the checkout (pip picks the IREE the metadata allows).

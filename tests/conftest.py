@@ -13,6 +13,10 @@ import torch
 from fxsoftmax.backends.compiler import DISK_CACHE_ENV
 
 
+def pytest_addoption(parser):
+    parser.addoption("--every-preset", action="store_true", help="Hugging Face model tests: every preset in every test")
+
+
 def pytest_configure(config):
     """Identical compiles (the same MLIR and flags from different tests) run iree-compile once per session.
     Set before xdist starts its workers, which inherit it; removed when the session ends."""

@@ -75,21 +75,28 @@ WORK = {  # the constants measured directly as work (not a call's latency), and 
 # Not checked here: differences of two probes (write: stream - read; bf16 rounding: a kernel in bf16 less the
 # same in f32) and the outer-dim exp. On the Zen 4 (2026-11-30) two quiet measurements of them disagreed by
 # 0.37-2.6x, and loaded ones by 0.07-3.3x.
-FACTOR = 2.0  # stated: constants measured directly, with every core loaded or quiet again, land within this factor of a quiet measurement (0.65-1.77 seen)
+# Stated: constants measured directly, with every core loaded or quiet again, land within this factor of a quiet
+# measurement (0.65-1.77 seen). Quiet ones alone disagree by more on the Zen 4 VM, whose last-level cache and
+# cores other tenants share: up to 1.9x (the 8 MiB read with 2 threads) in 10 quiet timings on IREE 3.13, and
+# 2.24x (the bf16 column read with 2 threads) between two quiet measurements 20 s apart in a CI run (stop 25),
+# where a loaded one also once came out 3.2x the quiet one before it. So each is held to any of the quiet
+# measurements around it: the one before and the one after.
+FACTOR = 2.0
 
 
-def _assert_near(quiet, got):
-    for threads in quiet.by_threads:
+def _assert_near(quiets, got):
+    """Each constant of `got` within FACTOR of the same constant in one of the quiet measurements."""
+    for threads in got.by_threads:
         for name, read in WORK.items():
-            ratio = read(got.at(threads)) / read(quiet.at(threads))
-            assert 1 / FACTOR <= ratio <= FACTOR, (name, threads, ratio)
+            ratios = [read(got.at(threads)) / read(q.at(threads)) for q in quiets]
+            assert any(1 / FACTOR <= r <= FACTOR for r in ratios), (name, threads, ratios)
 
 
 @pytest.mark.serial
 def test_a_first_use_beside_other_work_is_noticed_and_lands_near_a_quiet_one(tmp_path):
     """Every core loaded by another process during the first use: the constants measured directly land within
     FACTOR of a quiet measurement, are marked provisional (the reason line says why), and the next quiet use
-    measures again, landing within FACTOR too."""
+    measures again, landing within FACTOR of a quiet measurement before or after it."""
     quiet = machine.constants(str(tmp_path / "quiet"))
     assert quiet.trusted, (quiet.load, quiet.violations)
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
@@ -98,9 +105,12 @@ def test_a_first_use_beside_other_work_is_noticed_and_lands_near_a_quiet_one(tmp
     finally:
         for p in spinners:
             p.kill()
+            p.wait()
     assert busy.load > machine.BUSY and not busy.trusted
     assert machine.describe_quality(busy).startswith(f"machine constants provisional: they were taken while other processes used {busy.load:.0%}")
-    _assert_near(quiet, busy)
     again = machine.constants(str(tmp_path / "busy"))
     assert again.trusted and again.note.startswith("measured again: the cached constants were taken while other processes used")
-    _assert_near(quiet, again)
+    after = machine.constants(str(tmp_path / "after"))
+    assert after.load <= machine.BUSY  # quiet: a reference, whatever its own checks say
+    _assert_near([quiet, after], again)
+    _assert_near([quiet, again, after], busy)

@@ -1,5 +1,9 @@
 """Hugging Face models (tiny configs, random weights, offline) through both entry points, every preset:
-softmax sites found, outputs vs eager, and the dispatch count IREE produced vs `fused`."""
+softmax sites found, outputs vs eager, and the dispatch count IREE produced vs `fused`.
+
+Each test runs `fused` and two presets, rotating, so that every preset meets every model, every attention
+config and both entry points (pairwise). `pytest --every-preset` runs every preset in every test
+(`make test-every-preset`)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,27 @@ pytestmark = pytest.mark.slow
 ALL = ("fused", *PRESETS)
 # (attn_implementation, fxsoftmax attention option)
 CONFIGS = [("eager", "keep"), ("sdpa", "keep"), ("sdpa", "decompose")]
+
+
+def _rotation(name, config, path) -> tuple[str, str]:
+    """The two presets the test of this model, config and path (0: export, 1: torch.compile) runs."""
+    k = TINY_MODELS.index(name) + 2 * (2 * CONFIGS.index(config) + path)
+    return PRESETS[k % len(PRESETS)], PRESETS[(k + 1) % len(PRESETS)]
+
+
+def _presets(request, name, attn, attention, path) -> tuple[str, ...]:
+    """`fused` first (the baseline), then this test's two presets, or all with --every-preset."""
+    if request.config.getoption("every_preset"):
+        return ALL
+    return ("fused", *_rotation(name, (attn, attention), path))
+
+
+def test_the_rotation_meets_every_preset_with_every_model_config_and_path():
+    runs = {(name, config, path, preset) for name in TINY_MODELS for config in CONFIGS for path in (0, 1)
+            for preset in _rotation(name, config, path)}
+    for axis, values in enumerate((TINY_MODELS, CONFIGS, (0, 1))):
+        met = {(run[axis], run[3]) for run in runs}
+        assert met == {(v, p) for v in values for p in PRESETS}, sorted({(v, p) for v in values for p in PRESETS} - met)
 
 
 def _model(name, attn):
@@ -65,12 +90,12 @@ def _check_dispatches(reports, preset, fused):
 
 @pytest.mark.parametrize("attn, attention", CONFIGS)
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_export_path(name, attn, attention):
+def test_export_path(request, name, attn, attention):
     tm, ref = _model(name, attn)
     softmaxes, kept = _expect(tm, attn, attention)
     exported = export_program(tm.model, tm.args, tm.kwargs, None, attention)
     baseline = None
-    for preset in ALL:
+    for preset in _presets(request, name, attn, attention, 0):
         art = compile_program(copy.deepcopy(exported), Options(preset, attention=attention), AutoChooser())
         _check_sites(art.sites, preset, softmaxes, kept)
         got = tm.output(art(*tm.args, **tm.kwargs))
@@ -80,7 +105,7 @@ def test_export_path(name, attn, attention):
 
 @pytest.mark.parametrize("attn, attention", CONFIGS)
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_torch_compile_path(name, attn, attention):
+def test_torch_compile_path(request, name, attn, attention):
     """One real torch.compile per preset would re-trace the model with dynamo five times for the same
     graphs; the first preset goes through torch.compile, the others get the graphs dynamo produced."""
     tm, ref = _model(name, attn)
@@ -96,7 +121,7 @@ def test_torch_compile_path(name, attn, attention):
     with torch.no_grad():
         got = tm.output(torch.compile(tm.model, backend=capture)(*tm.args, **tm.kwargs))
     baseline = None
-    for preset in ALL:
+    for preset in _presets(request, name, attn, attention, 1):
         if preset == ALL[0]:
             backends = [be for _, _, be in captured]
         else:
