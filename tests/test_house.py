@@ -1,5 +1,5 @@
 """The shape of the package: dependencies run one way between its layers, no module imports itself back
-in a circle, and the lowering has no long functions. Read from the source (every import, function-level
+in a circle, the lowering has no long functions, and the README's Layout names the tree. Read from the source (every import, function-level
 ones included), so a new module is checked without being listed."""
 
 from __future__ import annotations
@@ -99,3 +99,31 @@ def test_lowering_functions_are_short():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
                 long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def _readme_layout() -> dict[str, list[str]]:
+    """The README's Layout block: each top-level folder it names, with the entries named under it."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    layout: dict[str, list[str]] = {}
+    top = ""
+    for line in block.splitlines():
+        if line.strip() and not line.startswith(" " * 3):  # a continued description is indented further
+            names = line.strip().split("  ")[0]
+            if line.startswith(" "):
+                layout[top] += [n.strip() for n in names.split(",")]
+            else:
+                top = names
+                layout[top] = []
+    return layout
+
+
+def test_the_readme_layout_names_the_tree():
+    """Every path the README's Layout names exists, and it names every module and subpackage of fxsoftmax."""
+    layout = _readme_layout()
+    root = PACKAGE.parent
+    assert {"fxsoftmax/", "tests/", "docs/", "scripts/"} <= set(layout), layout
+    missing = [top + n for top, names in layout.items() for n in [""] + names if not (root / top / n).exists()]
+    assert not missing, f"named in the README's Layout but not in the tree: {missing}"
+    entries = {p.name + ("/" if p.is_dir() else "") for p in PACKAGE.iterdir() if p.name != "__pycache__"}
+    assert entries == set(layout["fxsoftmax/"]), f"in fxsoftmax/ but not in the Layout: {entries - set(layout['fxsoftmax/'])}"
