@@ -49,7 +49,7 @@ test-iree: $(IREE_VENV)/.installed
 	$(IREE_VENV)/bin/python -m pytest -q -n 2 --dist worksteal -p no:cacheprovider -m "iree and not serial"
 	$(IREE_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "iree and serial"
 
-# The Hugging Face model tests with every preset in every test (`make test` runs `fused` and two presets in each).
+# The Hugging Face model tests with every preset in every test (`make test` runs `fused` and one other preset in each).
 test-every-preset: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests/models/test_hf_models.py --every-preset
 
