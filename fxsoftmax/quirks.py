@@ -245,6 +245,18 @@ DYNAMIC_VIEW_TRANSPOSE_MATMUL_FIXED_IN = (3, 13)
 # here, no GPU needed). Decision: none; the export raises IREE's error, and the other presets compile.
 CUDA_SHORT_ROWS_FIXED_IN = (3, 13)
 
+# IREE renamed the AMD GPU chip flag --iree-hip-target to --iree-rocm-target (iree-org/iree#23420, Feb 2026,
+# first released in 3.11 with the old name as an alias; #24381 dropped the alias). Measured: IREE 3.9 knows
+# only the old name, IREE 3.13 only the new one ("Unknown command line argument '--iree-hip-target'"), so
+# every hip export failed there as "cannot compile for hip". Evidence: tests/backends/test_gpu_targets.py
+# (hip compiled on both IREEs). Decision: the new name from 3.11 on.
+ROCM_TARGET_FLAG_SINCE = (3, 11)
+
+
+def hip_chip_flag(chip: str) -> str:
+    """The flag that picks an AMD GPU chip in this IREE."""
+    return f"--iree-rocm-target={chip}" if IREE >= ROCM_TARGET_FLAG_SINCE else f"--iree-hip-target={chip}"
+
 
 # IREE's own softmax (`fused`) over a non-innermost dim is the slowest plan but `online` on CPU:
 # 1024x4096 dim 0, 2.1-2.5x the best preset (f32 and bf16, 1 and 2 threads; Xeon, IREE 3.9,

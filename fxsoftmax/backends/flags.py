@@ -21,7 +21,7 @@ def target_flags(target: Target) -> list[str]:
         "cpu": ["--iree-hal-target-backends=llvm-cpu", f"--iree-llvmcpu-target-cpu={chip}"],
         # --iree-hal-target-device=cuda fails with "missing GPU target" in IREE 3.9.
         "cuda": ["--iree-hal-target-backends=cuda", f"--iree-cuda-target={chip}"],
-        "hip": ["--iree-hal-target-device=hip", f"--iree-hip-target={chip}"],
+        "hip": ["--iree-hal-target-device=hip", quirks.hip_chip_flag(chip)],
         "vulkan": ["--iree-hal-target-device=vulkan", f"--iree-vulkan-target={chip}"],
     }[target.device]
 

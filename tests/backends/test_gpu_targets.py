@@ -96,6 +96,16 @@ def test_software_vulkan_refuses_gpu_chip_modules():
         art(torch.randn(4, 64))
 
 
+@pytest.mark.iree
+@pytest.mark.parametrize("arch", ["gfx942", "gfx1100"])
+def test_hip_chips_compile_with_the_flag_this_iree_knows(arch):
+    """IREE 3.11 renamed --iree-hip-target to --iree-rocm-target (quirks.ROCM_TARGET_FLAG_SINCE): with the other
+    name every hip export was refused as a chip this IREE cannot compile for."""
+    art = fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 64),), policy="remat", device="hip", arch=arch)
+    assert quirks.hip_chip_flag(arch) in art.flags and art.vmfb
+    assert fxsoftmax.inspect(art).sites[0].matches_plan
+
+
 def test_unknown_arch_is_refused_up_front_with_the_accepted_chips():
     with pytest.raises(ValueError, match=r"cannot compile for cuda arch 'sm_90' .*sm_80.*; accepted: .*sm_80"):
         fxsoftmax.export(torch.nn.Softmax(-1), (torch.randn(4, 64),), device="cuda", arch="sm_90")

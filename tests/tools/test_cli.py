@@ -111,8 +111,10 @@ def test_local_checkpoint_folder(tmp_path):
 
 @pytest.mark.parametrize("device, arch", [("cuda", "sm_80"), ("hip", None), ("vulkan", "rdna3")])
 def test_gpu_targets_compile_only(tmp_path, device, arch):
+    """Attention decomposed, so that each layer has a site on every IREE (with `auto`, IREE 3.13 keeps its
+    attention kernel on hip, where 3.9 cannot compile it and decomposes)."""
     out = tmp_path / device
-    args = ["export", "gpt2-tiny", "--policy", "remat", "--device", device, "--out", out, "--quiet"]
+    args = ["export", "gpt2-tiny", "--policy", "remat", "--attention", "decompose", "--device", device, "--out", out, "--quiet"]
     fxsoftmax(*args, *(["--arch", arch] if arch else []))
     report = json.loads((out / "report.json").read_text())["inspection"]
     assert report["target"].startswith(device + ":")
