@@ -117,19 +117,29 @@ def test_bert_base_width_bfloat16_layer_with_padding_mask(encoder, policy):
     assert policy == "auto" or art.sites[0].plan == "inplace"
 
 
+def _export_over_a_dynamic_sequence(model, vocab):
+    """`model` exported with every argument at its default but a dynamic sequence, traced on 64 input ids."""
+    seq = torch.export.Dim("seq", min=2, max=512)
+    return fxsoftmax.export(model, (torch.randint(0, vocab, (1, 64)),), dynamic_shapes=({1: seq},))
+
+
+def _matches_eager_on_input_ids(art, model, vocab, lengths, output):
+    """The module's `output` field within 1e-4 of eager's, called with input ids alone of each length."""
+    for n in lengths:
+        ids = torch.randint(0, vocab, (1, n))
+        with torch.no_grad():
+            assert (getattr(art(ids), output) - getattr(model(ids), output)).abs().max().item() <= 1e-4, n
+
+
 # As transformers builds them by default (SDPA attention, `grouped_mm` MoE experts), exported with every
 # argument at its default and called with input ids alone, over a dynamic sequence.
 def test_default_bert_base_width_dynamic_sequence():
     torch.manual_seed(0)
     model = transformers.BertModel(transformers.BertConfig(num_hidden_layers=1)).eval()
     assert model.config._attn_implementation == "sdpa"
-    seq = torch.export.Dim("seq", min=2, max=512)
-    art = fxsoftmax.export(model, (torch.randint(0, 30000, (1, 64)),), dynamic_shapes=({1: seq},))
+    art = _export_over_a_dynamic_sequence(model, 30000)
     assert [s.status for s in art.sites] == ["rewritten"] and "decomposed" in art.attention
-    for n in (7, 200):
-        ids = torch.randint(0, 30000, (1, n))
-        with torch.no_grad():
-            assert (art(ids).last_hidden_state - model(ids).last_hidden_state).abs().max().item() <= 1e-4, n
+    _matches_eager_on_input_ids(art, model, 30000, (7, 200), "last_hidden_state")
 
 
 def test_default_mixtral_width_1024_dynamic_sequence():
@@ -139,13 +149,9 @@ def test_default_mixtral_width_1024_dynamic_sequence():
     cfg = transformers.MixtralConfig(hidden_size=1024, intermediate_size=2048, num_hidden_layers=1, num_attention_heads=16,
                                      num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=2, vocab_size=1000, use_cache=False)
     model = transformers.MixtralForCausalLM(cfg).eval()
-    seq = torch.export.Dim("seq", min=2, max=512)
-    art = fxsoftmax.export(model, (torch.randint(0, 1000, (1, 64)),), dynamic_shapes=({1: seq},))
+    art = _export_over_a_dynamic_sequence(model, 1000)
     assert [s.status for s in art.sites] == ["rewritten", "rewritten"]  # attention and the router
-    for n in (9, 100):
-        ids = torch.randint(0, 1000, (1, n))
-        with torch.no_grad():
-            assert (art(ids).logits - model(ids).logits).abs().max().item() <= 1e-4, n
+    _matches_eager_on_input_ids(art, model, 1000, (9, 100), "logits")
 
 
 def _default_llama_width():
@@ -169,10 +175,6 @@ def test_default_llama_width_without_its_cache_dynamic_sequence():
     dynamic sequence and matches eager."""
     model = _default_llama_width()
     model.config.use_cache = False
-    seq = torch.export.Dim("seq", min=2, max=512)
-    art = fxsoftmax.export(model, (torch.randint(0, 1000, (1, 64)),), dynamic_shapes=({1: seq},))
+    art = _export_over_a_dynamic_sequence(model, 1000)
     assert [s.status for s in art.sites] == ["rewritten"] and "decomposed" in art.attention
-    for n in (3, 100):
-        ids = torch.randint(0, 1000, (1, n))
-        with torch.no_grad():
-            assert (art(ids).logits - model(ids).logits).abs().max().item() <= 1e-4, n
+    _matches_eager_on_input_ids(art, model, 1000, (3, 100), "logits")
